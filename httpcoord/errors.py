@@ -1,0 +1,141 @@
+"""The one closed set of typed errors.
+
+Every refusal the service can answer is one of these classes: a stable
+``code`` (ZooKeeper's names where ZooKeeper has one), the HTTP status it maps
+to, and a short title. The tree raises them at apply time, the routes raise
+them while validating, and ``routes/problems.py`` renders them as
+``application/problem+json`` in one place. Anything that is not a
+``CoordError`` is a bug and is answered 500 without details.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CoordError(Exception):
+    code: ClassVar[str] = "Internal"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        # Extra members of the problem document (e.g. ``path``, ``oldest_zxid``).
+        self.extra = extra
+
+    @property
+    def http_status(self) -> int:
+        return self.status
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:httpcoord:problem:{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "code": self.code,
+            "detail": self.detail,
+        }
+        body.update(self.extra)
+        return body
+
+
+class NoNode(CoordError):
+    code, status, title = "NoNode", 404, "node does not exist"
+
+
+class NodeExists(CoordError):
+    code, status, title = "NodeExists", 409, "node already exists"
+
+
+class BadVersion(CoordError):
+    code, status, title = "BadVersion", 409, "version does not match"
+
+
+class NotEmpty(CoordError):
+    code, status, title = "NotEmpty", 409, "node has children"
+
+
+class NoChildrenForEphemerals(CoordError):
+    code, status, title = "NoChildrenForEphemerals", 400, "ephemeral nodes cannot have children"
+
+
+class InvalidPath(CoordError):
+    code, status, title = "InvalidPath", 400, "invalid znode path"
+
+
+class BadArguments(CoordError):
+    code, status, title = "BadArguments", 400, "bad arguments"
+
+
+class SessionExpired(CoordError):
+    code, status, title = "SessionExpired", 404, "session expired or unknown"
+
+
+class NotFound(CoordError):
+    code, status, title = "NotFound", 404, "no such route"
+
+
+class MethodNotAllowed(CoordError):
+    code, status, title = "MethodNotAllowed", 405, "method not allowed"
+
+
+class Compacted(CoordError):
+    code, status, title = "Compacted", 410, "history compacted"
+
+
+class PayloadTooLarge(CoordError):
+    code, status, title = "PayloadTooLarge", 413, "payload too large"
+
+
+class UnsupportedMediaType(CoordError):
+    code, status, title = "UnsupportedMediaType", 415, "unsupported media type"
+
+
+class TooManyRequests(CoordError):
+    code, status, title = "TooManyRequests", 429, "too many requests"
+
+
+class Unavailable(CoordError):
+    code, status, title = "Unavailable", 503, "service unavailable"
+
+
+class MultiFailed(CoordError):
+    """A multi was refused: nothing applied. Status and code are the failing op's."""
+
+    code, status, title = "MultiFailed", 409, "multi failed"
+
+    def __init__(self, failed_op: int, error: CoordError, results: list[dict[str, Any]]) -> None:
+        super().__init__(f"op {failed_op}: {error.detail}")
+        self.failed_op = failed_op
+        self.error = error
+        self.results = results
+
+    def problem(self) -> dict[str, Any]:
+        body = self.error.problem()
+        body["failed_op"] = self.failed_op
+        body["results"] = self.results
+        return body
+
+    @property
+    def http_status(self) -> int:
+        return self.error.status
+
+
+ALL_ERRORS: tuple[type[CoordError], ...] = (
+    NoNode,
+    NodeExists,
+    BadVersion,
+    NotEmpty,
+    NoChildrenForEphemerals,
+    InvalidPath,
+    BadArguments,
+    SessionExpired,
+    NotFound,
+    MethodNotAllowed,
+    Compacted,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    TooManyRequests,
+    Unavailable,
+)
