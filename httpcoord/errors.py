@@ -105,11 +105,15 @@ class MultiFailed(CoordError):
 
     code, status, title = "MultiFailed", 409, "multi failed"
 
-    def __init__(self, failed_op: int, error: CoordError, results: list[dict[str, Any]]) -> None:
+    def __init__(self, failed_op: int, error: CoordError, op_count: int) -> None:
         super().__init__(f"op {failed_op}: {error.detail}")
         self.failed_op = failed_op
         self.error = error
-        self.results = results
+        # ZooKeeper's report of a failed multi: the ops before the failure
+        # rolled back, the failing op's error, the ops after it not run.
+        self.results: list[dict[str, Any]] = [{"status": "rolled_back"}] * failed_op
+        self.results.append({"status": "error", "code": error.code, "detail": error.detail})
+        self.results.extend([{"status": "not_run"}] * (op_count - failed_op - 1))
 
     def problem(self) -> dict[str, Any]:
         body = self.error.problem()

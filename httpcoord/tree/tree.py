@@ -135,7 +135,7 @@ class Tree:
             if not txn.multi:
                 raise
             failed = len(results)
-            raise MultiFailed(failed, exc, _multi_failure_results(len(txn.ops), failed, exc))
+            raise MultiFailed(failed, exc, len(txn.ops)) from None
         except BaseException:
             # A bug must not leave a half-applied txn behind it.
             self._rollback()
@@ -346,11 +346,3 @@ def _check_version(path: str, node: Node, version: int) -> None:
         raise BadVersion(f"expected version {version}, node has {node.version}", path=path,
                          version=node.version)
 
-
-def _multi_failure_results(count: int, failed: int, error: CoordError) -> list[dict[str, Any]]:
-    """ZooKeeper's report of a failed multi: ops before the failure rolled
-    back, the failing op's error, the ops after it not run."""
-    out: list[dict[str, Any]] = [{"status": "rolled_back"} for _ in range(failed)]
-    out.append({"status": "error", "code": error.code, "detail": error.detail})
-    out.extend({"status": "not_run"} for _ in range(count - failed - 1))
-    return out

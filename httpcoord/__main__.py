@@ -1,0 +1,3 @@
+from httpcoord.cli import main
+
+main()

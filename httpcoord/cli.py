@@ -1,0 +1,100 @@
+"""``httpcoord`` command line: ``httpcoord serve`` runs one node."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import click
+from aiohttp import web
+
+from httpcoord import __version__
+from httpcoord.cluster.node import NodeLimits
+from httpcoord.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Config, Limits, parse_listen
+
+_LIMITS = Limits()
+_NODE = NodeLimits()
+
+
+def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
+    try:
+        return parse_listen(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="httpcoord")
+def main() -> None:
+    """httpcoord: ZooKeeper's data model and guarantees over HTTP/JSON."""
+
+
+@main.command()
+@click.option("--listen", show_envvar=True, envvar="HTTPCOORD_LISTEN", default=DEFAULT_LISTEN, callback=_listen,
+              help="client HTTP listener, HOST:PORT")
+@click.option("--data-dir", show_envvar=True, envvar="HTTPCOORD_DATA_DIR", default=DEFAULT_DATA_DIR,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="where the log and snapshots live")
+@click.option("--max-data-bytes", show_envvar=True, envvar="HTTPCOORD_MAX_DATA_BYTES", type=click.IntRange(0),
+              default=_LIMITS.data_bytes_max, help="largest znode data accepted")
+@click.option("--max-path-length", show_envvar=True, envvar="HTTPCOORD_MAX_PATH_LENGTH", type=click.IntRange(1),
+              default=_LIMITS.path_length_max, help="longest znode path, in characters")
+@click.option("--max-request-bytes", show_envvar=True, envvar="HTTPCOORD_MAX_REQUEST_BYTES",
+              type=click.IntRange(1024), default=_LIMITS.request_bytes_max,
+              help="largest JSON request body (multi)")
+@click.option("--max-multi-ops", show_envvar=True, envvar="HTTPCOORD_MAX_MULTI_OPS", type=click.IntRange(1),
+              default=_LIMITS.multi_ops_max, help="most ops in one multi")
+@click.option("--max-pending-writes", show_envvar=True, envvar="HTTPCOORD_MAX_PENDING_WRITES",
+              type=click.IntRange(1), default=_NODE.pending_proposals_max,
+              help="writes queued for the log before new ones get 429")
+@click.option("--snapshot-entries", show_envvar=True, envvar="HTTPCOORD_SNAPSHOT_ENTRIES", type=click.IntRange(1),
+              default=_NODE.snapshot_entries,
+              help="log entries after which the tree is snapshotted and the log truncated")
+@click.option("--log-level", show_envvar=True, envvar="HTTPCOORD_LOG_LEVEL", default="info",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def serve(
+    listen: tuple[str, int],
+    data_dir: Path,
+    max_data_bytes: int,
+    max_path_length: int,
+    max_request_bytes: int,
+    max_multi_ops: int,
+    max_pending_writes: int,
+    snapshot_entries: int,
+    log_level: str,
+) -> None:
+    """Run one httpcoord node (a cluster of one)."""
+    from httpcoord.routes.app import create_app
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    host, port = listen
+    config = Config(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        limits=Limits(
+            data_bytes_max=max_data_bytes,
+            path_length_max=max_path_length,
+            request_bytes_max=max_request_bytes,
+            multi_ops_max=max_multi_ops,
+        ),
+        node=NodeLimits(pending_proposals_max=max_pending_writes, snapshot_entries=snapshot_entries),
+    )
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional off Linux/macOS
+        loop_factory = asyncio.new_event_loop
+    loop = loop_factory()
+    asyncio.set_event_loop(loop)
+    logging.getLogger("httpcoord").info(
+        "httpcoord %s serving on http://%s:%d, data in %s", __version__, host, port, data_dir
+    )
+    # run_app turns SIGINT and SIGTERM into a graceful shutdown: the listener
+    # closes, the commit loop finishes its batch, the log is closed; exit 0.
+    web.run_app(create_app(config), host=host, port=port, loop=loop, print=None,
+                access_log=None, shutdown_timeout=5.0)

@@ -1,0 +1,263 @@
+"""A node's write path: propose -> durable log (group commit) -> apply -> reply.
+
+``LocalNode`` is a cluster of one. It is the seam the replicated cluster will
+sit behind: routes call ``propose(ops, multi)`` and read ``tree``, and never
+learn whether a majority or a single disk made the entry durable.
+
+The one loop (``_commit_loop``) obeys the ordering rule that every later
+driver keeps: an entry is applied, and its proposer answered, only after the
+transaction holding it has been committed and fsynced; entries are applied in
+log order; everything ready in one turn of the loop goes into one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from httpcoord.cluster.sqlite_log import KIND_TXN, LogEntry, SqliteLog
+from httpcoord.errors import CoordError, TooManyRequests, Unavailable
+from httpcoord.tree.tree import Event, Tree, TxnResult
+from httpcoord.tree.txn import Op, Txn, decode_txn, encode_txn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeLimits:
+    batch_entries_max: int = 4096  # entries in one group commit
+    batch_bytes_max: int = 32 * 1024 * 1024  # payload bytes in one group commit
+    pending_proposals_max: int = 20_000  # queued, not yet durable; beyond: 429
+    snapshot_entries: int = 100_000  # snapshot after this many entries past the last one
+    snapshot_log_bytes: int = 256 * 1024 * 1024  # ... or this many log bytes
+
+
+@dataclass(slots=True)
+class _Proposal:
+    txn: Txn
+    data: bytes
+    future: asyncio.Future[TxnResult]
+
+
+EventListener = Callable[[list[Event]], None]
+
+
+class LocalNode:
+    def __init__(
+        self,
+        log_store: SqliteLog,
+        tree: Tree,
+        applied_index: int,
+        snapshot_index: int,
+        limits: NodeLimits,
+        lock_fd: int,
+        wall_ms: Callable[[], int],
+    ) -> None:
+        self.log_store = log_store
+        self.tree = tree
+        self.applied_index = applied_index
+        self.limits = limits
+        self._snapshot_index = snapshot_index
+        self._log_bytes_since_snapshot = 0
+        self._lock_fd = lock_fd
+        self._wall_ms = wall_ms
+        self._pending: deque[_Proposal] = deque()
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failed: BaseException | None = None
+        self._closing = False
+        self.listeners: list[EventListener] = []
+        self.snapshots_taken = 0
+
+    # ---- lifecycle -----------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls,
+        data_dir: Path,
+        limits: NodeLimits | None = None,
+        wall_ms: Callable[[], int] | None = None,
+    ) -> LocalNode:
+        """Open the data dir (exclusively), load the snapshot and replay the log."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock_fd = _lock_data_dir(data_dir)
+        try:
+            log_store = await SqliteLog.open(data_dir)
+            try:
+                tree, applied, snap_index = await _recover(log_store)
+            except BaseException:
+                await log_store.close()
+                raise
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        return cls(
+            log_store, tree, applied, snap_index, limits or NodeLimits(), lock_fd,
+            wall_ms or (lambda: time.time_ns() // 1_000_000),
+        )
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._commit_loop(), name="commit-loop")
+
+    async def close(self) -> None:
+        """Finish the batch in flight (never cut an fsync short, so no proposer
+        is told "unavailable" about a write that is in fact durable), refuse
+        what is still queued, close storage."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await self._task
+        self._fail_pending(Unavailable("node is shutting down"))
+        await self.log_store.close()
+        os.close(self._lock_fd)
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    @property
+    def healthy(self) -> bool:
+        return self._failed is None and self._task is not None and not self._task.done()
+
+    # ---- the write path ----------------------------------------------------------
+
+    async def propose(self, ops: tuple[Op, ...], multi: bool = False) -> TxnResult:
+        """Make ``ops`` durable and apply them; return the result or raise its error."""
+        if self._failed is not None:
+            raise Unavailable("storage failed; the node accepts no writes until restarted")
+        if self._closing:
+            raise Unavailable("node is shutting down")
+        if len(self._pending) >= self.limits.pending_proposals_max:
+            raise TooManyRequests("too many writes in flight; retry later")
+        txn = Txn(ops, self._wall_ms(), multi)
+        future: asyncio.Future[TxnResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Proposal(txn, encode_txn(txn), future))
+        self._wakeup.set()
+        return await future
+
+    async def _commit_loop(self) -> None:
+        while not self._closing:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending and not self._closing:
+                batch = self._take_batch()
+                first = self.applied_index + 1
+                entries = [
+                    LogEntry(first + i, 0, KIND_TXN, p.data) for i, p in enumerate(batch)
+                ]
+                try:
+                    await self.log_store.append(entries)
+                except Exception as exc:  # disk full, I/O error: stop taking writes
+                    log.exception("log append failed; refusing writes from now on")
+                    self._failed = exc
+                    for p in batch:
+                        _settle(p.future, exc=Unavailable("storage failed"))
+                    self._fail_pending(Unavailable("storage failed"))
+                    return
+                self._apply_batch(batch)
+                self._log_bytes_since_snapshot += sum(len(p.data) for p in batch)
+                if self._snapshot_due():
+                    await self.take_snapshot()
+
+    def _take_batch(self) -> list[_Proposal]:
+        batch: list[_Proposal] = []
+        size = 0
+        limits = self.limits
+        while self._pending and len(batch) < limits.batch_entries_max:
+            nxt = len(self._pending[0].data)
+            if batch and size + nxt > limits.batch_bytes_max:
+                break
+            batch.append(self._pending.popleft())
+            size += nxt
+        return batch
+
+    def _apply_batch(self, batch: list[_Proposal]) -> None:
+        for p in batch:
+            self.applied_index += 1
+            try:
+                result, events = self.tree.apply(p.txn)
+            except CoordError as exc:
+                _settle(p.future, exc=exc)
+                continue
+            for listener in self.listeners:
+                listener(events)
+            _settle(p.future, result=result)
+
+    def _fail_pending(self, exc: CoordError) -> None:
+        while self._pending:
+            _settle(self._pending.popleft().future, exc=exc)
+
+    # ---- snapshots ------------------------------------------------------------
+
+    def _snapshot_due(self) -> bool:
+        return (
+            self.applied_index - self._snapshot_index >= self.limits.snapshot_entries
+            or self._log_bytes_since_snapshot >= self.limits.snapshot_log_bytes
+        )
+
+    async def take_snapshot(self) -> None:
+        """Snapshot the tree at the applied index and drop the log behind it.
+
+        The chunks are taken synchronously so they describe exactly one
+        applied index; writing them waits for nothing else in the loop."""
+        index, zxid = self.applied_index, self.tree.zxid
+        chunks = list(self.tree.snapshot_chunks())
+        await self.log_store.install_snapshot(index, 0, zxid, self._wall_ms(), chunks)
+        await self.log_store.checkpoint()
+        self._snapshot_index = index
+        self._log_bytes_since_snapshot = 0
+        self.snapshots_taken += 1
+
+
+async def _recover(log_store: SqliteLog) -> tuple[Tree, int, int]:
+    """Rebuild the tree: the newest snapshot, then every log entry after it.
+
+    Replaying refused txns refuses them again (apply is deterministic), so the
+    recovered tree and its zxid equal the tree before the crash."""
+    snap = await log_store.latest_snapshot()
+    if snap is None:
+        tree, applied = Tree(), 0
+    else:
+        tree = Tree.from_snapshot([c async for c in log_store.snapshot_chunks(snap.id)])
+        applied = snap.log_index
+        if tree.zxid != snap.zxid:
+            raise RuntimeError(f"snapshot {snap.id} says zxid {snap.zxid}, tree has {tree.zxid}")
+    snap_index = applied
+    async for entry in log_store.entries_after(applied):
+        if entry.kind == KIND_TXN:
+            with contextlib.suppress(CoordError):
+                tree.apply(decode_txn(entry.data))
+        applied = entry.index
+    return tree, applied, snap_index
+
+
+def _settle(
+    future: asyncio.Future[TxnResult], result: TxnResult | None = None, exc: BaseException | None = None
+) -> None:
+    # The proposer may have gone away (client disconnected): nothing to tell.
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        assert result is not None
+        future.set_result(result)
+
+
+def _lock_data_dir(data_dir: Path) -> int:
+    """One process per data dir: two writers on one log would corrupt it."""
+    fd = os.open(data_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RuntimeError(f"data dir {data_dir} is in use by another httpcoord process") from None
+    return fd

@@ -1,0 +1,39 @@
+"""Service configuration: one immutable object built by the CLI (or a test)
+and handed to ``create_app``; no module-level settings anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from httpcoord.cluster.node import NodeLimits
+
+DEFAULT_LISTEN = "127.0.0.1:8181"
+DEFAULT_DATA_DIR = "./httpcoord-data"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    data_bytes_max: int = 1024 * 1024  # one znode's data (ZooKeeper's jute.maxbuffer)
+    path_length_max: int = 1024  # characters in a znode path
+    request_bytes_max: int = 8 * 1024 * 1024  # a JSON request body (multi)
+    multi_ops_max: int = 1000  # ops in one multi
+    children_max: int = 100_000  # child names returned by one GET ?children=true
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8181
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    limits: Limits = field(default_factory=Limits)
+    node: NodeLimits = field(default_factory=NodeLimits)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8181`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)

@@ -1,0 +1,45 @@
+"""``create_app(config)``: the aiohttp application and its lifecycle.
+
+One cleanup context opens the node (data dir lock, SQLite, recovery), starts
+its commit loop, and on shutdown lets the batch in flight finish before the
+log is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from httpcoord.cluster.node import LocalNode
+from httpcoord.config import Config
+from httpcoord.routes import meta, multi, nodes
+from httpcoord.routes.keys import CONFIG, NODE
+from httpcoord.routes.problems import problems_middleware
+
+# Room for headers and framing above the largest accepted body; the handlers
+# enforce the exact per-route limits themselves.
+_BODY_SLACK_BYTES = 64 * 1024
+
+
+def create_app(config: Config) -> web.Application:
+    body_max = max(config.limits.data_bytes_max, config.limits.request_bytes_max)
+    app = web.Application(
+        middlewares=[problems_middleware], client_max_size=body_max + _BODY_SLACK_BYTES
+    )
+    app[CONFIG] = config
+    app.cleanup_ctx.append(_node_lifecycle)
+    app.add_routes(nodes.routes)
+    app.add_routes(multi.routes)
+    app.add_routes(meta.routes)
+    return app
+
+
+async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    node = await LocalNode.open(config.data_dir, config.node)
+    app[NODE] = node
+    app[meta.REGISTRY] = meta.metrics_registry(node)
+    node.start()
+    yield
+    await node.close()

@@ -1,0 +1,13 @@
+"""Typed application keys shared by the route modules."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from httpcoord.cluster.node import LocalNode
+from httpcoord.config import Config
+
+CONFIG = web.AppKey("config", Config)
+NODE = web.AppKey("node", LocalNode)
+
+ZXID_HEADER = "X-Coord-Zxid"

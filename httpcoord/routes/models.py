@@ -1,0 +1,113 @@
+"""pydantic models of the JSON bodies: they validate requests at the HTTP
+edge (``extra="forbid"``, strict types) and are the source of the schemas in
+``openapi.yaml`` (a test keeps the two in agreement)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Version = Annotated[int, Field(ge=-1, le=2**31 - 1)]
+Encoding = Literal["utf-8", "base64"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CreateOpIn(_Strict):
+    op: Literal["create"]
+    path: str
+    data: str = ""
+    encoding: Encoding = "utf-8"
+    sequential: bool = False
+    parents: bool = False
+
+
+class SetOpIn(_Strict):
+    op: Literal["set"]
+    path: str
+    data: str = ""
+    encoding: Encoding = "utf-8"
+    version: Version = -1
+
+
+class DeleteOpIn(_Strict):
+    op: Literal["delete"]
+    path: str
+    version: Version = -1
+    recursive: bool = False
+
+
+class CheckOpIn(_Strict):
+    op: Literal["check"]
+    path: str
+    version: Version
+
+
+OpIn = Annotated[CreateOpIn | SetOpIn | DeleteOpIn | CheckOpIn, Field(discriminator="op")]
+
+
+class MultiRequest(_Strict):
+    ops: list[OpIn]
+
+
+class Stat(BaseModel):
+    czxid: int
+    mzxid: int
+    pzxid: int
+    ctime: int
+    mtime: int
+    version: int
+    cversion: int
+    aversion: int
+    ephemeral_owner: str
+    data_length: int
+    num_children: int
+
+
+class NodeOut(BaseModel):
+    path: str
+    data: str
+    encoding: Encoding
+    stat: Stat
+    children: list[str] | None = None
+
+
+class WriteOut(BaseModel):
+    path: str
+    zxid: int
+    stat: Stat
+
+
+class DeleteOut(BaseModel):
+    path: str
+    zxid: int
+
+
+class OpResultOut(BaseModel):
+    op: Literal["create", "set", "delete", "check"]
+    path: str
+    stat: Stat | None = None
+
+
+class MultiOut(BaseModel):
+    zxid: int
+    results: list[OpResultOut]
+
+
+class OpFailureOut(BaseModel):
+    status: Literal["rolled_back", "error", "not_run"]
+    code: str | None = None
+    detail: str | None = None
+
+
+class Problem(BaseModel):
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str
+    failed_op: int | None = None
+    results: list[OpFailureOut] | None = None

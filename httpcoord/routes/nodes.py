@@ -1,0 +1,98 @@
+"""``/v1/nodes/{path}``: read, create, set and delete one znode."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import orjson
+from aiohttp import web
+
+from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
+from httpcoord.routes.params import flag, query, read_body, version, znode_path
+from httpcoord.routes.render import encode_data, stat_headers
+from httpcoord.tree.txn import CreateOp, DeleteOp, SetDataOp
+
+routes = web.RouteTableDef()
+
+NODE_URL = "/v1/nodes{path:(/.*)?}"
+JSON = "application/json"
+
+_GET_PARAMS = frozenset({"children", "raw"})
+_HEAD_PARAMS = frozenset[str]()
+_CREATE_PARAMS = frozenset({"sequential", "parents"})
+_SET_PARAMS = frozenset({"version"})
+_DELETE_PARAMS = frozenset({"version", "recursive"})
+
+
+def _json(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
+    response = web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
+    if zxid is not None:
+        response.headers[ZXID_HEADER] = str(zxid)
+    return response
+
+
+@routes.get(NODE_URL, allow_head=False)
+async def get_node(request: web.Request) -> web.Response:
+    limits = request.app[CONFIG].limits
+    q = query(request, _GET_PARAMS)
+    path = znode_path(request, max_length=limits.path_length_max)
+    node = request.app[NODE].tree.get(path)
+    stat = node.stat()
+    if flag(q, "raw"):
+        return web.Response(
+            body=node.data, content_type="application/octet-stream", headers=stat_headers(stat)
+        )
+    data, encoding = encode_data(node.data)
+    body: dict[str, object] = {"path": path, "data": data, "encoding": encoding, "stat": stat}
+    if flag(q, "children"):
+        # Sorted like ZooKeeper's getChildren is not, so pages and diffs are stable.
+        body["children"] = sorted(node.children)
+    return _json(body)
+
+
+@routes.head(NODE_URL)
+async def head_node(request: web.Request) -> web.Response:
+    query(request, _HEAD_PARAMS)
+    path = znode_path(request, max_length=request.app[CONFIG].limits.path_length_max)
+    stat = request.app[NODE].tree.get(path).stat()
+    return web.Response(headers=stat_headers(stat))
+
+
+@routes.post(NODE_URL)
+async def create_node(request: web.Request) -> web.Response:
+    limits = request.app[CONFIG].limits
+    q = query(request, _CREATE_PARAMS)
+    sequential = flag(q, "sequential")
+    path = znode_path(request, sequential=sequential, max_length=limits.path_length_max)
+    data = await read_body(request, limits.data_bytes_max)
+    op = CreateOp(path, data, sequential=sequential, parents=flag(q, "parents"))
+    txn = await request.app[NODE].propose((op,))
+    result = txn.results[0]
+    response = _json({"path": result.path, "zxid": txn.zxid, "stat": result.stat}, 201, txn.zxid)
+    response.headers["Location"] = "/v1/nodes" + quote(result.path)
+    return response
+
+
+@routes.put(NODE_URL)
+async def set_node(request: web.Request) -> web.Response:
+    limits = request.app[CONFIG].limits
+    q = query(request, _SET_PARAMS)
+    path = znode_path(request, max_length=limits.path_length_max)
+    expected = version(q)
+    data = await read_body(request, limits.data_bytes_max)
+    # Without a version PUT is an upsert; with one it is ZooKeeper's setData.
+    op = SetDataOp(path, data, expected, upsert="version" not in q)
+    txn = await request.app[NODE].propose((op,))
+    result = txn.results[0]
+    body = {"path": path, "zxid": txn.zxid, "stat": result.stat}
+    return _json(body, 201 if result.created else 200, txn.zxid)
+
+
+@routes.delete(NODE_URL)
+async def delete_node(request: web.Request) -> web.Response:
+    limits = request.app[CONFIG].limits
+    q = query(request, _DELETE_PARAMS)
+    path = znode_path(request, max_length=limits.path_length_max)
+    op = DeleteOp(path, version(q), recursive=flag(q, "recursive"))
+    txn = await request.app[NODE].propose((op,))
+    return _json({"path": path, "zxid": txn.zxid}, 200, txn.zxid)

@@ -1,0 +1,96 @@
+"""Parsing of URL parts: znode paths, query flags and versions.
+
+Strict on purpose: an unknown query parameter is refused rather than ignored,
+so a typo such as ``?verison=3`` cannot turn a compare-and-set into a blind
+overwrite.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from aiohttp import web
+from multidict import MultiMapping
+
+from httpcoord.errors import BadArguments, InvalidPath, PayloadTooLarge
+from httpcoord.tree.paths import validate_path
+from httpcoord.tree.txn import ANY_VERSION
+
+NODES_PREFIX = "/v1/nodes"
+VERSION_MAX = 2**31 - 1  # ZooKeeper's versions are signed 32-bit
+
+_TRUE = frozenset({"true", "1", "yes", ""})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def znode_path(request: web.Request, *, sequential: bool = False, max_length: int) -> str:
+    """The znode path of a ``/v1/nodes/...`` URL, percent-decoded from the raw
+    URL so that ``%2e%2e`` or ``%00`` are judged, never normalised away."""
+    raw = request.raw_path.split("?", 1)[0]
+    if not raw.startswith(NODES_PREFIX):
+        raise InvalidPath("not a znode URL")
+    raw = raw[len(NODES_PREFIX) :] or "/"
+    try:
+        path = unquote(raw, errors="strict")
+    except UnicodeDecodeError:
+        raise InvalidPath("path is not valid UTF-8 after percent-decoding") from None
+    return validate_path(path, sequential=sequential, max_length=max_length)
+
+
+def query(request: web.Request, allowed: frozenset[str]) -> MultiMapping[str]:
+    q = request.query
+    for key in q:
+        if key not in allowed:
+            raise BadArguments(
+                f"unknown query parameter {key!r}; allowed: {', '.join(sorted(allowed)) or 'none'}"
+            )
+    if len(q) != len(set(q.keys())):
+        raise BadArguments("a query parameter is given more than once")
+    return q
+
+
+def flag(q: MultiMapping[str], name: str) -> bool:
+    value = q.get(name)
+    if value is None:
+        return False
+    low = value.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise BadArguments(f"{name} must be true or false, got {value!r}")
+
+
+def version(q: MultiMapping[str], name: str = "version") -> int:
+    value = q.get(name)
+    if value is None:
+        return ANY_VERSION
+    return parse_version(value, name)
+
+
+def parse_version(value: str, name: str = "version") -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise BadArguments(f"{name} must be an integer, got {value!r}") from None
+    if not ANY_VERSION <= v <= VERSION_MAX:
+        raise BadArguments(f"{name} must be between -1 and {VERSION_MAX}, got {v}")
+    return v
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed
+    ``limit``: at once from Content-Length, else while streaming."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
+    if declared is not None and declared == 0:
+        return b""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
+        parts.append(chunk)
+    return b"".join(parts)

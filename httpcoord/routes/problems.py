@@ -1,0 +1,59 @@
+"""The one place errors become HTTP: ``application/problem+json`` (RFC 9457)
+with a stable ``code``, and the ``X-Coord-Zxid`` header on every response."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from httpcoord.errors import (
+    BadArguments,
+    CoordError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
+from httpcoord.routes.keys import NODE, ZXID_HEADER
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# aiohttp's own refusals (no route, wrong method, body over client_max_size).
+_HTTP_TO_ERROR: dict[int, type[CoordError]] = {
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+}
+
+
+def problem_response(exc: CoordError) -> web.Response:
+    return web.Response(
+        status=exc.http_status,
+        body=orjson.dumps(exc.problem()),
+        content_type=PROBLEM_JSON,
+    )
+
+
+@web.middleware
+async def problems_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except CoordError as exc:
+        response = problem_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        error_type = _HTTP_TO_ERROR.get(exc.status, BadArguments)
+        response = problem_response(error_type(exc.reason))
+        if exc.status == 405:
+            response.headers["Allow"] = exc.headers.get("Allow", "")
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        response = problem_response(CoordError())
+    if not response.prepared and ZXID_HEADER not in response.headers:
+        response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
+    return response
