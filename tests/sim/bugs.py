@@ -1,0 +1,65 @@
+"""Deliberately wrong Raft rules, one subclass each, for proving the simulator
+bites (tests/sim/test_simulator_catches_bugs.py). Never used outside tests."""
+
+from __future__ import annotations
+
+from httpcoord.cluster.core import Raft
+from httpcoord.cluster.messages import NONE, HardState
+
+
+class CommitOldTermByCounting(Raft):
+    """Counts replicas to commit an entry of an earlier term (Figure 8)."""
+
+    bug_name = "commit_old_term"
+
+    def _commit_term_ok(self, index: int) -> bool:
+        return True
+
+
+class VoteWithoutLogCheck(Raft):
+    """Grants votes without the up-to-date log check (§5.4.1)."""
+
+    bug_name = "vote_without_log_check"
+
+    def _log_ok_for_vote(self, last_index: int, last_term: int) -> bool:
+        return True
+
+
+class ForgetVote(Raft):
+    """Never makes the vote durable: after a restart it can vote again."""
+
+    bug_name = "forget_vote"
+
+    def _hard_state(self) -> HardState:
+        return HardState(self.term, NONE, self.log.committed)
+
+
+class ApplyBeforeCommit(Raft):
+    """Hands entries to the state machine as soon as they are in the log."""
+
+    bug_name = "apply_before_commit"
+
+    def _apply_limit(self) -> int:
+        return self.log.last_index()
+
+
+class ReadWithoutHeartbeat(Raft):
+    """Serves ReadIndex from the leader's commit index without confirming
+    leadership with a heartbeat round."""
+
+    bug_name = "read_without_heartbeat"
+
+    def _read_needs_quorum(self) -> bool:
+        return False
+
+
+BUGS: dict[str, type[Raft]] = {
+    cls.bug_name: cls
+    for cls in (
+        CommitOldTermByCounting,
+        VoteWithoutLogCheck,
+        ForgetVote,
+        ApplyBeforeCommit,
+        ReadWithoutHeartbeat,
+    )
+}

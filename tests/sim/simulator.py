@@ -1,0 +1,514 @@
+"""Deterministic simulation of a cluster of consensus cores.
+
+One ``Simulation(mix, seed)`` runs N cores (3 or 5, plus nodes added by
+membership changes) over a simulated network and disk, all driven by one
+seeded ``random.Random``: the same (mix, seed) replays the same run exactly.
+
+Faults: message loss, duplication, delay and so reordering; symmetric and
+asymmetric partitions; crashes that lose everything a node has not saved
+(its core, its unsaved Ready, its state machine), restarts from what it
+saved; uneven tick rates; a slow disk (a node's Ready waits some steps).
+Workload: proposals, ReadIndex reads at any node, membership changes
+(learners added, promoted, voters and learners removed), snapshots with log
+compaction (so lagging nodes need InstallSnapshot), leadership transfers.
+
+After every step the ``Checker`` verifies: at most one leader per term; log
+matching; leader completeness; no two nodes apply different entries (or
+reach different states) at one index; a committed entry is never lost; a
+ReadIndex read sees every write committed before it started. Then, with the
+faults healed, a leader must be elected and a proposal must commit on every
+member within a bounded number of ticks (liveness).
+
+Replay a seed: ``python -m tests.sim.replay --mix MIX --seed SEED [--bug BUG]``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from httpcoord.cluster.core import (
+    Config,
+    ConfChangeError,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    Ready,
+    Role,
+)
+from httpcoord.cluster.messages import EntryKind, Message
+from httpcoord.cluster.storage import CompactedError, MemoryStorage
+
+
+class Violation(AssertionError):
+    """A safety or liveness property failed."""
+
+
+@dataclass(frozen=True)
+class FaultMix:
+    name: str
+    nodes: int = 3
+    loss: float = 0.0  # per message
+    dup: float = 0.0  # per message
+    max_delay_ticks: int = 1  # delivery after 1..this ticks; > 1 reorders
+    partition_rate: float = 0.0  # per step: a new partition (or a heal)
+    asymmetric: bool = False  # partitions may cut one direction only
+    crash_rate: float = 0.0  # per step: crash one live node
+    restart_rate: float = 0.2  # per step: restart one crashed node
+    uneven_ticks: bool = False  # nodes tick at different rates
+    disk_rate: float = 1.0  # per step and node: chance its Ready is processed
+    propose_rate: float = 0.4
+    read_rate: float = 0.15
+    membership_rate: float = 0.0
+    snapshot_rate: float = 0.0
+    transfer_rate: float = 0.0
+    max_entries_per_msg: int = 64
+    max_inflight_msgs: int = 4
+    election_timeout_ticks: int = 10
+    chaos_steps: int = 220
+    heal_steps_max: int = 400  # liveness bound after the faults heal
+
+
+MIXES: dict[str, FaultMix] = {
+    m.name: m
+    for m in [
+        FaultMix("lossy3", loss=0.2, dup=0.1, max_delay_ticks=4),
+        FaultMix("partition3", loss=0.05, max_delay_ticks=3, partition_rate=0.04, uneven_ticks=True),
+        FaultMix("asym5", nodes=5, loss=0.05, max_delay_ticks=3, partition_rate=0.05,
+                 asymmetric=True, uneven_ticks=True, chaos_steps=160),
+        FaultMix("crash3", crash_rate=0.04, restart_rate=0.3, disk_rate=0.6, max_delay_ticks=3,
+                 dup=0.05, max_entries_per_msg=2),
+        FaultMix("crash5", nodes=5, crash_rate=0.05, restart_rate=0.3, disk_rate=0.6,
+                 loss=0.05, max_delay_ticks=3, max_entries_per_msg=1, chaos_steps=160),
+        FaultMix("membership", loss=0.05, max_delay_ticks=3, membership_rate=0.05,
+                 crash_rate=0.01, partition_rate=0.01, uneven_ticks=True),
+        FaultMix("snapshots", loss=0.1, max_delay_ticks=3, snapshot_rate=0.08, crash_rate=0.02,
+                 partition_rate=0.02, max_entries_per_msg=4),
+        FaultMix("everything", nodes=5, loss=0.1, dup=0.05, max_delay_ticks=4, partition_rate=0.03,
+                 asymmetric=True, crash_rate=0.02, uneven_ticks=True, disk_rate=0.7,
+                 membership_rate=0.03, snapshot_rate=0.03, transfer_rate=0.01,
+                 max_entries_per_msg=3, chaos_steps=160),
+    ]
+}
+
+
+class SimNode:
+    """One server: its durable storage survives crashes; everything else not."""
+
+    def __init__(self, node_id: int, storage: MemoryStorage) -> None:
+        self.id = node_id
+        self.storage = storage
+        self.raft: Raft | None = None
+        self.tick_rate = 1.0
+        self.state_hash = 0  # the "state machine": a hash chain of applied entries
+        self.applied = 0
+        self.checked_commit = 0  # committed entries up to here are checked
+        self.reads: dict[int, int] = {}  # ctx -> commit index when the read started
+
+
+def _snapshot_data(index: int, state_hash: int) -> bytes:
+    return struct.pack(">QI", index, state_hash)
+
+
+class Checker:
+    """The global oracle: what was stored, committed, applied, read."""
+
+    def __init__(self) -> None:
+        self.leader_of_term: dict[int, int] = {}
+        self.entry_ids: dict[tuple[int, int], tuple[int, int, bytes]] = {}  # (i,t) -> prev term, kind, data
+        self.committed: dict[int, int] = {}  # index -> term
+        self.max_commit = 0
+        self.applied: dict[int, tuple[int, bytes]] = {}
+        self.state_at: dict[int, int] = {}  # index -> state hash after applying it
+        self.reads_checked = 0
+        self.commit_points: list[tuple[int, int]] = []  # (max commit index, term it was saved in)
+        self.leaders_checked: set[tuple[int, int]] = set()
+
+    def fail(self, what: str) -> None:
+        raise Violation(what)
+
+    def on_leader(self, node: SimNode, raft: Raft) -> None:
+        prev = self.leader_of_term.setdefault(raft.term, node.id)
+        if prev != node.id:
+            self.fail(f"two leaders in term {raft.term}: {prev} and {node.id}")
+        if (node.id, raft.term) in self.leaders_checked:
+            return
+        self.leaders_checked.add((node.id, raft.term))
+        # Leader completeness: an entry committed in a term before ours is in
+        # our log (log matching then gives every earlier one) or behind our
+        # snapshot. Commit points record the term in which a node first saved
+        # the commit, which is >= the term it was committed in.
+        for index, seen_term in reversed(self.commit_points):
+            if seen_term >= raft.term:
+                continue
+            try:
+                t = raft.log.term(index)
+            except CompactedError:
+                return
+            if t != self.committed[index]:
+                self.fail(
+                    f"leader {node.id} of term {raft.term} lacks entry {index} committed "
+                    f"in term <= {seen_term} (it has term {t}, not {self.committed[index]})"
+                )
+            return
+
+    def on_save(self, node: SimNode, rd: Ready) -> None:
+        st = node.storage
+        for e in rd.entries:
+            key = (e.index, e.term)
+            prev_term = st.term(e.index - 1)
+            seen = self.entry_ids.get(key)
+            if seen is None:
+                self.entry_ids[key] = (prev_term, e.kind, e.data)
+            elif seen != (prev_term, e.kind, e.data):
+                self.fail(f"log matching: node {node.id} holds a different entry {key}")
+        hs = rd.hard_state
+        if hs is not None and hs.commit > node.checked_commit:
+            lo = max(node.checked_commit + 1, st.first_index())
+            for i in range(lo, hs.commit + 1):
+                t = st.term(i)
+                known = self.committed.setdefault(i, t)
+                if known != t:
+                    self.fail(f"committed entry {i} lost: node {node.id} has term {t}, not {known}")
+            node.checked_commit = hs.commit
+            if hs.commit > self.max_commit:
+                self.max_commit = hs.commit
+                self.commit_points.append((hs.commit, hs.term))
+
+    def on_apply(self, node: SimNode, index: int, term: int, data: bytes) -> None:
+        if index != node.applied + 1:
+            self.fail(f"node {node.id} applied {index} after {node.applied}")
+        seen = self.applied.setdefault(index, (term, data))
+        if seen != (term, data):
+            self.fail(f"node {node.id} applied a different entry at {index}")
+        node.state_hash = zlib.crc32(struct.pack(">QQ", index, term) + data, node.state_hash)
+        node.applied = index
+        known = self.state_at.setdefault(index, node.state_hash)
+        if known != node.state_hash:
+            self.fail(f"node {node.id} reached a different state at {index}")
+
+    def on_restore(self, node: SimNode, data: bytes) -> None:
+        index, h = struct.unpack(">QI", data)
+        known = self.state_at.get(index)
+        if known is not None and known != h:
+            self.fail(f"node {node.id} restored a snapshot at {index} with a different state")
+        node.applied, node.state_hash = index, h
+
+    def on_read(self, node: SimNode, ctx: int, index: int) -> None:
+        started = node.reads.pop(ctx, None)
+        if started is None:
+            return  # a duplicate answer
+        if index < started:
+            self.fail(
+                f"stale read at node {node.id}: read index {index}, but {started} was "
+                "committed before the read started"
+            )
+        self.reads_checked += 1
+
+
+@dataclass
+class SimResult:
+    seed: int
+    mix: str
+    steps: int
+    max_commit: int
+    leaders: int
+    reads_checked: int
+    heal_steps: int
+
+
+class Simulation:
+    def __init__(
+        self, mix: FaultMix, seed: int, raft_cls: Callable[..., Raft] = Raft
+    ) -> None:
+        self.mix = mix
+        self.seed = seed
+        self.raft_cls = raft_cls
+        self.rng = random.Random(seed)
+        self.now = 0
+        self.net: list[tuple[int, int, Message]] = []
+        self.net_seq = 0
+        self.cut: set[tuple[int, int]] = set()  # (src, dst) links that drop messages
+        self.checker = Checker()
+        self.nodes: dict[int, SimNode] = {}
+        self.next_id = mix.nodes + 1
+        self.next_ctx = 1
+        self.proposals = 0
+        founders = list(range(1, mix.nodes + 1))
+        for nid in founders:
+            node = SimNode(nid, MemoryStorage.bootstrapped(founders))
+            self.nodes[nid] = node
+            self._start(node)
+
+    # ---- node lifecycle --------------------------------------------------------------
+
+    def _config(self, nid: int) -> Config:
+        m = self.mix
+        return Config(
+            node_id=nid,
+            election_timeout_ticks=m.election_timeout_ticks,
+            heartbeat_ticks=2,
+            max_entries_per_msg=m.max_entries_per_msg,
+            max_inflight_msgs=m.max_inflight_msgs,
+            max_uncommitted_entries=1000,
+        )
+
+    def _start(self, node: SimNode) -> None:
+        node.raft = self.raft_cls(self._config(node.id), node.storage,
+                                  random.Random(self.rng.getrandbits(64)))
+        snap = node.storage.snapshot()
+        if snap.meta.index:
+            self.checker.on_restore(node, snap.data)
+        else:
+            node.applied, node.state_hash = 0, 0
+        node.tick_rate = self.rng.uniform(0.4, 1.0) if self.mix.uneven_ticks else 1.0
+        node.reads.clear()
+
+    def _crash(self, node: SimNode) -> None:
+        node.raft = None  # its unsaved entries, hard state and Ready are gone
+        node.reads.clear()
+
+    # ---- the network -------------------------------------------------------------------
+
+    def _send(self, m: Message) -> None:
+        mix = self.mix
+        copies = 1
+        if mix.loss and self.rng.random() < mix.loss:
+            copies = 0
+        elif mix.dup and self.rng.random() < mix.dup:
+            copies = 2
+        for _ in range(copies):
+            self.net_seq += 1
+            delay = self.rng.randint(1, mix.max_delay_ticks) if mix.max_delay_ticks > 1 else 1
+            heapq.heappush(self.net, (self.now + delay, self.net_seq, m))
+
+    def _deliver_due(self) -> None:
+        net = self.net
+        while net and net[0][0] <= self.now:
+            _, _, m = heapq.heappop(net)
+            if (m.src, m.dst) in self.cut:
+                continue
+            node = self.nodes.get(m.dst)
+            if node is None or node.raft is None:
+                continue
+            node.raft.step(m)
+
+    # ---- the driver loop: save, send, apply, advance ------------------------------------
+
+    def _process_ready(self, node: SimNode) -> None:
+        raft = node.raft
+        assert raft is not None
+        rd = raft.ready()
+        node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        self.checker.on_save(node, rd)
+        for m in rd.messages:
+            self._send(m)
+        if rd.snapshot is not None:
+            self.checker.on_restore(node, rd.snapshot.data)
+        for e in rd.committed_entries:
+            self.checker.on_apply(node, e.index, e.term, e.data)
+        for rs in rd.read_states:
+            self.checker.on_read(node, rs.ctx, rs.index)
+        raft.advance(rd)
+
+    # ---- workload and faults --------------------------------------------------------------
+
+    def _live(self) -> list[SimNode]:
+        return [n for n in self.nodes.values() if n.raft is not None]
+
+    def _leaders(self) -> list[SimNode]:
+        return [n for n in self._live() if n.raft is not None and n.raft.role is Role.LEADER]
+
+    def _propose(self, node: SimNode) -> None:
+        assert node.raft is not None
+        self.proposals += 1
+        try:
+            node.raft.propose(b"p%d" % self.proposals)
+        except (NotLeader, ProposalDropped):
+            pass
+
+    def _read(self, node: SimNode) -> None:
+        assert node.raft is not None
+        ctx = self.next_ctx
+        self.next_ctx += 1
+        try:
+            node.raft.read_index(ctx)
+        except (NotLeader, ProposalDropped):
+            return
+        node.reads[ctx] = self.checker.max_commit
+
+    def _change_membership(self, leader: SimNode) -> None:
+        raft = leader.raft
+        assert raft is not None
+        conf = raft.conf
+        choice = self.rng.random()
+        try:
+            if choice < 0.35 and len(conf.members) < 7:
+                nid = self.next_id
+                self.next_id += 1
+                raft.propose_conf_change("add_learner", nid)
+                node = SimNode(nid, MemoryStorage())
+                self.nodes[nid] = node
+                self._start(node)
+            elif choice < 0.7 and conf.learners and len(conf.voters) < 5:
+                raft.propose_conf_change("add_voter", self.rng.choice(sorted(conf.learners)))
+            elif len(conf.voters) > 3 or conf.learners:
+                pool = sorted(conf.learners) if len(conf.voters) <= 3 else sorted(conf.members)
+                victim = self.rng.choice(pool)
+                raft.propose_conf_change("remove", victim)
+        except (NotLeader, ProposalDropped, ConfChangeError):
+            pass
+
+    def _snapshot(self, node: SimNode) -> None:
+        raft = node.raft
+        assert raft is not None
+        snap_index = node.storage.snapshot().meta.index
+        if node.applied <= snap_index:
+            return
+        node.storage.create_snapshot(
+            node.applied, raft.conf_at(node.applied), _snapshot_data(node.applied, node.state_hash)
+        )
+        keep = self.rng.randint(0, 3)
+        node.storage.compact(max(node.storage.first_index() - 1, node.applied - keep))
+
+    def _partition(self) -> None:
+        ids = sorted(self.nodes)
+        self.cut.clear()
+        if self.rng.random() < 0.3:
+            return  # heal
+        if self.mix.asymmetric and self.rng.random() < 0.5:
+            x = self.rng.choice(ids)
+            outgoing = self.rng.random() < 0.5
+            for y in ids:
+                if y != x:
+                    self.cut.add((x, y) if outgoing else (y, x))
+            return
+        self.rng.shuffle(ids)
+        k = self.rng.randint(1, len(ids) // 2)
+        side = set(ids[:k])
+        for a in ids:
+            for b in ids:
+                if (a in side) != (b in side):
+                    self.cut.add((a, b))
+
+    def _faults_and_workload(self) -> None:
+        mix, rng = self.mix, self.rng
+        live = self._live()
+        if live and rng.random() < mix.propose_rate:
+            # Mostly at the leader, sometimes at a node that is not.
+            leaders = self._leaders()
+            self._propose(rng.choice(leaders) if leaders and rng.random() < 0.8 else rng.choice(live))
+        if live and rng.random() < mix.read_rate:
+            self._read(rng.choice(live))
+        if mix.partition_rate and rng.random() < mix.partition_rate:
+            self._partition()
+        if mix.crash_rate and live and rng.random() < mix.crash_rate:
+            self._crash(rng.choice(live))
+        down = [n for n in self.nodes.values() if n.raft is None]
+        if down and rng.random() < mix.restart_rate:
+            self._start(rng.choice(down))
+        if mix.membership_rate and rng.random() < mix.membership_rate:
+            leaders = self._leaders()
+            if leaders:
+                self._change_membership(leaders[0])
+        live = self._live()
+        if mix.snapshot_rate and live and rng.random() < mix.snapshot_rate:
+            self._snapshot(rng.choice(live))
+        if mix.transfer_rate and rng.random() < mix.transfer_rate:
+            for leader in self._leaders():
+                assert leader.raft is not None
+                others = sorted(v for v in leader.raft.conf.voters if v != leader.id)
+                if others:
+                    try:
+                        leader.raft.transfer_leadership(rng.choice(others))
+                    except (NotLeader, ConfChangeError):
+                        pass
+
+    # ---- one step -----------------------------------------------------------------------
+
+    def step(self, chaos: bool) -> None:
+        self.now += 1
+        rng = self.rng
+        for node in self.nodes.values():
+            raft = node.raft
+            if raft is not None and (node.tick_rate >= 1.0 or rng.random() < node.tick_rate):
+                raft.tick()
+        self._deliver_due()
+        if chaos:
+            self._faults_and_workload()
+        disk = self.mix.disk_rate if chaos else 1.0
+        for node in self.nodes.values():
+            raft = node.raft
+            if raft is not None and raft.has_ready() and (disk >= 1.0 or rng.random() < disk):
+                self._process_ready(node)
+        for node in self.nodes.values():
+            raft = node.raft
+            if raft is not None and raft.role is Role.LEADER:
+                self.checker.on_leader(node, raft)
+
+    def heal(self) -> None:
+        self.cut.clear()
+        self.mix = replace(self.mix, loss=0.0, dup=0.0, max_delay_ticks=1)
+        # Every server comes back, including removed ones: a removal proposed
+        # but lost with its leader leaves the server a member, and a removed
+        # server that never learned of its removal must not disrupt the rest.
+        for node in self.nodes.values():
+            if node.raft is None:
+                self._start(node)
+            node.tick_rate = 1.0
+
+    def run(self) -> SimResult:
+        try:
+            for _ in range(self.mix.chaos_steps):
+                self.step(chaos=True)
+            self.heal()
+            heal_steps = self._check_liveness()
+        except Violation as v:
+            raise Violation(f"{v} (step {self.now}; replay: {replay_command(self)})") from None
+        return SimResult(
+            self.seed, self.mix.name, self.now, self.checker.max_commit,
+            len(self.checker.leader_of_term), self.checker.reads_checked, heal_steps,
+        )
+
+    def _check_liveness(self) -> int:
+        """After healing: a leader, and a proposal applied by every member."""
+        start = self.now
+        probe: tuple[int, int] | None = None  # (leader term, index)
+        while self.now - start < self.mix.heal_steps_max:
+            self.step(chaos=False)
+            leaders = self._leaders()
+            if not leaders:
+                continue
+            leader = leaders[-1]
+            raft = leader.raft
+            assert raft is not None
+            if probe is None or probe[0] != raft.term:
+                try:
+                    probe = (raft.term, raft.propose(b"probe"))
+                except (NotLeader, ProposalDropped):
+                    continue
+            members = [self.nodes[i] for i in raft.conf.members]
+            if all(n.raft is not None and n.applied >= probe[1] for n in members):
+                if self.checker.applied[probe[1]] == (probe[0], b"probe"):
+                    return self.now - start
+        raise Violation(
+            f"liveness: no leader committed a proposal on all members within "
+            f"{self.mix.heal_steps_max} ticks after healing"
+        )
+
+
+def replay_command(sim: Simulation) -> str:
+    bug = getattr(sim.raft_cls, "bug_name", None)
+    cmd = f"python -m tests.sim.replay --mix {sim.mix.name} --seed {sim.seed}"
+    return cmd + (f" --bug {bug}" if bug else "")
+
+
+def run_seed(mix_name: str, seed: int, raft_cls: Callable[..., Raft] = Raft) -> SimResult:
+    return Simulation(MIXES[mix_name], seed, raft_cls).run()
+
+
+__all__ = ["MIXES", "FaultMix", "SimResult", "Simulation", "Violation", "run_seed", "EntryKind"]
