@@ -165,7 +165,7 @@ class Tree:
             if not op.parents:
                 raise NoNode(f"parent {parent_path} does not exist", path=parent_path)
             parent = self._create_parents(parent_path, zxid, time_ms)
-        path = sequence_name(op.path, parent.cversion) if op.sequential else op.path
+        path = sequence_name(op.path, _creates_under(parent)) if op.sequential else op.path
         if path in self._nodes:
             raise NodeExists(path=path)
         if parent.ephemeral_owner:
@@ -339,6 +339,14 @@ class Tree:
 
     def snapshot_bytes(self) -> bytes:
         return b"\n".join(self.snapshot_chunks())
+
+
+def _creates_under(parent: Node) -> int:
+    """ZooKeeper's sequence counter: how many children were ever created under
+    ``parent``. Every create and every delete of a child bumps cversion, while
+    the child count goes up and down with them, so the number of creates is
+    (cversion + children) / 2 and needs no state of its own."""
+    return (parent.cversion + len(parent.children)) // 2
 
 
 def _check_version(path: str, node: Node, version: int) -> None:
