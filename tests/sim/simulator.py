@@ -58,6 +58,8 @@ class FaultMix:
     partition_rate: float = 0.0  # per step: a new partition (or a heal)
     asymmetric: bool = False  # partitions may cut one direction only
     crash_rate: float = 0.0  # per step: crash one live node
+    leader_crash_rate: float = 0.0  # per step: crash a leader
+    reboot_rate: float = 0.0  # per step: crash one node and restart it at once
     restart_rate: float = 0.2  # per step: restart one crashed node
     uneven_ticks: bool = False  # nodes tick at different rates
     disk_rate: float = 1.0  # per step and node: chance its Ready is processed
@@ -84,6 +86,15 @@ MIXES: dict[str, FaultMix] = {
                  dup=0.05, max_entries_per_msg=2),
         FaultMix("crash5", nodes=5, crash_rate=0.05, restart_rate=0.3, disk_rate=0.6,
                  loss=0.05, max_delay_ticks=3, max_entries_per_msg=1, chaos_steps=160),
+        FaultMix("leadercrash3", leader_crash_rate=0.05, reboot_rate=0.05, restart_rate=0.4,
+                 disk_rate=0.5, max_delay_ticks=3, loss=0.15, max_entries_per_msg=1,
+                 chaos_steps=400),
+        FaultMix("reboot5", nodes=5, reboot_rate=0.15, leader_crash_rate=0.02, restart_rate=0.5,
+                 max_delay_ticks=4, disk_rate=0.7, loss=0.05, max_entries_per_msg=1,
+                 chaos_steps=160),
+        FaultMix("figure8", leader_crash_rate=0.02, reboot_rate=0.05, restart_rate=0.4,
+                 partition_rate=0.03, disk_rate=0.5, max_delay_ticks=3, loss=0.1,
+                 max_entries_per_msg=1, chaos_steps=500),
         FaultMix("membership", loss=0.05, max_delay_ticks=3, membership_rate=0.05,
                  crash_rate=0.01, partition_rate=0.01, uneven_ticks=True),
         FaultMix("snapshots", loss=0.1, max_delay_ticks=3, snapshot_rate=0.08, crash_rate=0.02,
@@ -408,6 +419,15 @@ class Simulation:
             self._partition()
         if mix.crash_rate and live and rng.random() < mix.crash_rate:
             self._crash(rng.choice(live))
+        if mix.leader_crash_rate and rng.random() < mix.leader_crash_rate:
+            for leader in self._leaders():
+                self._crash(leader)
+        if mix.reboot_rate and rng.random() < mix.reboot_rate:
+            live = self._live()
+            if live:
+                node = rng.choice(live)
+                self._crash(node)
+                self._start(node)
         down = [n for n in self.nodes.values() if n.raft is None]
         if down and rng.random() < mix.restart_rate:
             self._start(rng.choice(down))
@@ -467,8 +487,12 @@ class Simulation:
                 self.step(chaos=True)
             self.heal()
             heal_steps = self._check_liveness()
-        except Violation as v:
-            raise Violation(f"{v} (step {self.now}; replay: {replay_command(self)})") from None
+        except AssertionError as v:
+            # The checker's violations and the core's own invariant assertions alike.
+            kind = "" if isinstance(v, Violation) else "core assertion failed: "
+            raise Violation(
+                f"{kind}{v} (step {self.now}; replay: {replay_command(self)})"
+            ) from v
         return SimResult(
             self.seed, self.mix.name, self.now, self.checker.max_commit,
             len(self.checker.leader_of_term), self.checker.reads_checked, heal_steps,
