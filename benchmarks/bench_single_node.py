@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+"""Single-node speed: httpcoord against etcd, same workloads, same run.
+
+Starts one httpcoord node and one single-member etcd on free 127.0.0.1 ports
+in temporary data dirs, preloads the same keys into both, then drives each
+with wrk (keep-alive connections, a Lua script in benchmarks/lua/) for:
+
+  get   small reads of random preloaded keys
+        httpcoord: GET /v1/nodes/bench/kNNNNN
+        etcd:      POST /v3/kv/range (the v3 JSON gateway; linearizable, etcd's default)
+  put   small durable overwrites of random preloaded keys
+        httpcoord: PUT /v1/nodes/bench/kNNNNN (answered after the log fsync)
+        etcd:      POST /v3/kv/put
+
+For each phase it reports requests/s, p50/p99 latency (wrk's), failures
+(socket errors, timeouts and status >= 400), the server's CPU milliseconds
+per 1,000 operations (utime+stime of the server process from /proc, sampled
+right before and after wrk), and for writes the writes per fsync from each
+server's /metrics. The table goes to stdout, the same figures and every
+individual run to benchmarks/results/single_node-<timestamp>.json.
+
+    python benchmarks/bench_single_node.py --duration 10 --connections 64
+
+Needs wrk and etcd (Debian: apt-get install -y wrk etcd-server). Exits 2 when
+they are missing, 1 when any request failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import concurrent.futures
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LUA_SCRIPT = HERE / "lua" / "kv.lua"
+RESULTS_DIR = HERE / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+INSTALL_HINT = "apt-get install -y wrk etcd-server etcd-client"
+SYSTEMS = ("httpcoord", "etcd")
+WORKLOADS = ("get", "put")
+
+
+# ---- /proc ----------------------------------------------------------------------
+
+
+def process_cpu_ticks(pid: int) -> int:
+    """utime + stime of one process (all its threads), in clock ticks."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        raw = f.read().decode()
+    fields = raw[raw.rindex(")") + 2 :].split()
+    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return int(fields[11]) + int(fields[12])
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks summed over all CPUs, from /proc/stat."""
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)  # idle + iowait
+    total = sum(parts[:8])  # guest time is already part of user
+    return total - idle, total
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (longest mount-point match)."""
+    best, fstype = "", "?"
+    target = str(path.resolve())
+    with contextlib.suppress(OSError), open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) < 3:
+                continue
+            mnt = parts[1].replace("\\040", " ")
+            inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+            if inside and len(mnt) >= len(best):
+                best, fstype = mnt, parts[2]
+    return fstype
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+# ---- HTTP helpers (setup and metrics only; the load comes from wrk) ----------------
+
+
+def http_request(
+    port: int, method: str, path: str, body: bytes | None = None,
+    headers: dict[str, str] | None = None, timeout: float = 10.0,
+    conn: http.client.HTTPConnection | None = None,
+) -> tuple[int, bytes]:
+    own = conn is None
+    c = conn or http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        resp = c.getresponse()
+        return resp.status, resp.read()
+    finally:
+        if own:
+            c.close()
+
+
+def prometheus_values(port: int, names: tuple[str, ...]) -> dict[str, float]:
+    status, body = http_request(port, "GET", "/metrics")
+    if status != 200:
+        raise RuntimeError(f"GET /metrics on port {port} answered {status}")
+    out: dict[str, float] = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        if name in names:
+            out[name] = float(value)
+    missing = set(names) - set(out)
+    if missing:
+        raise RuntimeError(f"metrics missing on port {port}: {sorted(missing)}")
+    return out
+
+
+# ---- servers ----------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    argv: list[str]
+    log_path: Path
+    ready_path: str
+    fsync_metrics: tuple[str, str]  # (entries-or-proposals counter, fsyncs counter)
+    proc: subprocess.Popen[bytes] | None = None
+    _log: Any = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
+            try:
+                status, body = http_request(self.port, "GET", self.ready_path, timeout=1.0)
+                if status == 200:
+                    return
+                last = f"{status} {body[:200]!r}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout}s ({last}):\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the process this object started, SIGKILL it after ``timeout``."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, n: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return ""
+
+    def fsync_counters(self) -> tuple[float, float]:
+        entries, fsyncs = self.fsync_metrics
+        values = prometheus_values(self.port, (entries, fsyncs))
+        return values[entries], values[fsyncs]
+
+
+def httpcoord_server(workdir: Path) -> Server:
+    port = free_port()
+    return Server(
+        name="httpcoord",
+        port=port,
+        argv=[sys.executable, "-m", "httpcoord", "serve", "--listen", f"{HOST}:{port}",
+              "--data-dir", str(workdir / "httpcoord-data"), "--log-level", "warning"],
+        log_path=workdir / "httpcoord.log",
+        ready_path="/health",
+        fsync_metrics=("httpcoord_log_entries_total", "httpcoord_log_fsyncs_total"),
+    )
+
+
+def etcd_server(workdir: Path, etcd: str) -> Server:
+    client, peer = free_port(), free_port()
+    while peer == client:
+        peer = free_port()
+    return Server(
+        name="etcd",
+        port=client,
+        argv=[etcd, "--name", "default", "--data-dir", str(workdir / "etcd-data"),
+              "--listen-client-urls", f"http://{HOST}:{client}",
+              "--advertise-client-urls", f"http://{HOST}:{client}",
+              "--listen-peer-urls", f"http://{HOST}:{peer}",
+              "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
+              "--initial-cluster", f"default=http://{HOST}:{peer}",
+              "--initial-cluster-state", "new",
+              "--logger", "zap", "--log-level", "warn"],
+        log_path=workdir / "etcd.log",
+        ready_path="/health",
+        # Raft proposals committed per WAL fsync: etcd's own group commit.
+        fsync_metrics=("etcd_server_proposals_committed_total",
+                       "etcd_disk_wal_fsync_duration_seconds_count"),
+    )
+
+
+# ---- the keys ---------------------------------------------------------------------------
+
+
+def key_name(k: int) -> str:
+    return f"k{k:05d}"  # same naming as lua/kv.lua
+
+
+def b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def preload(server: Server, keys: int, value_bytes: int, timeout: float) -> None:
+    """Write every key once (so PUTs are updates and GETs find data)."""
+    local = threading.local()
+    deadline = time.monotonic() + timeout
+
+    def conn() -> http.client.HTTPConnection:
+        c = getattr(local, "conn", None)
+        if c is None:
+            c = local.conn = http.client.HTTPConnection(HOST, server.port, timeout=10)
+        return c
+
+    def put(k: int) -> None:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"preloading {server.name} took over {timeout}s")
+        value = f"v{k}-".ljust(value_bytes, "x")
+        if server.name == "httpcoord":
+            status, body = http_request(server.port, "PUT", f"/v1/nodes/bench/{key_name(k)}",
+                                        value.encode(), conn=conn())
+        else:
+            payload = json.dumps({"key": b64(f"/bench/{key_name(k)}"), "value": b64(value)})
+            status, body = http_request(server.port, "POST", "/v3/kv/put", payload.encode(),
+                                        {"Content-Type": "application/json"}, conn=conn())
+        if status not in (200, 201):
+            raise RuntimeError(f"preload {server.name} key {k}: {status} {body[:200]!r}")
+
+    if server.name == "httpcoord":
+        status, body = http_request(server.port, "POST", "/v1/nodes/bench", b"")
+        if status not in (201, 409):
+            raise RuntimeError(f"create /bench: {status} {body[:200]!r}")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, range(keys), timeout=timeout))
+
+
+def smoke_check(server: Server) -> None:
+    """One read through the same URL and body shape the Lua script uses."""
+    name = key_name(0)
+    if server.name == "httpcoord":
+        status, body = http_request(server.port, "GET", f"/v1/nodes/bench/{name}")
+        ok = status == 200 and json.loads(body).get("path") == f"/bench/{name}"
+    else:
+        payload = json.dumps({"key": b64(f"/bench/{name}")}).encode()
+        status, body = http_request(server.port, "POST", "/v3/kv/range", payload,
+                                    {"Content-Type": "application/json"})
+        ok = status == 200 and json.loads(body).get("count") == "1"
+    if not ok:
+        raise RuntimeError(f"{server.name} smoke check failed: {status} {body[:300]!r}")
+
+
+# ---- wrk ------------------------------------------------------------------------------------
+
+WRK_LINE = re.compile(r"^WRK_RESULT (.*)$", re.MULTILINE)
+
+
+@dataclass
+class Phase:
+    system: str
+    workload: str
+    rep: int
+    requests: int = 0
+    duration_s: float = 0.0
+    req_per_s: float = 0.0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    mean_ms: float = 0.0
+    max_ms: float = 0.0
+    failures: int = 0
+    failure_detail: dict[str, int] = field(default_factory=dict)
+    server_cpu_ms: float = 0.0
+    cpu_ms_per_1k: float = 0.0
+    wrk_cpu_ms: float = 0.0
+    machine_busy_cores: float = 0.0
+    other_cpu_cores: float = 0.0  # busy time neither the server nor wrk accounts for
+    writes_per_fsync: float | None = None
+    fsyncs: float | None = None
+    snapshots: float | None = None  # httpcoord snapshots taken during the phase
+
+
+def run_wrk(
+    server: Server, workload: str, args: argparse.Namespace, duration: float, seed: int
+) -> tuple[dict[str, float], float]:
+    """Run wrk once; return its WRK_RESULT fields and its own CPU seconds."""
+    argv = [
+        args.wrk, "-t", str(args.threads), "-c", str(args.connections),
+        "-d", f"{max(1, round(duration))}s", "--timeout", f"{max(1, round(args.request_timeout))}s",
+        "-s", str(LUA_SCRIPT), f"http://{HOST}:{server.port}",
+        "--", server.name, workload, str(args.keys), str(args.value_bytes), str(seed),
+    ]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        done = subprocess.run(argv, check=False, capture_output=True, text=True,
+                              timeout=duration + 60)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"wrk did not finish within {duration + 60}s") from exc
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    match = WRK_LINE.search(done.stdout)
+    if not match:
+        raise RuntimeError(f"no WRK_RESULT line in wrk's output:\n{done.stdout}\n{done.stderr}")
+    fields = {k: float(v) for k, v in (kv.split("=") for kv in match.group(1).split())}
+    wrk_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return fields, wrk_cpu
+
+
+def snapshots_taken(server: Server) -> float | None:
+    if server.name != "httpcoord":
+        return None
+    name = "httpcoord_snapshots_total"
+    return prometheus_values(server.port, (name,))[name]
+
+
+def measure(server: Server, workload: str, rep: int, args: argparse.Namespace) -> Phase:
+    if args.warmup > 0:
+        run_wrk(server, workload, args, args.warmup, seed=1000 + rep)
+    phase = Phase(server.name, workload, rep)
+    counters0 = server.fsync_counters() if workload == "put" else None
+    snaps0 = snapshots_taken(server)
+    cpu0, (busy0, total0) = process_cpu_ticks(server.pid), machine_ticks()
+    fields, wrk_cpu = run_wrk(server, workload, args, args.duration, seed=rep + 1)
+    cpu1, (busy1, total1) = process_cpu_ticks(server.pid), machine_ticks()
+    counters1 = server.fsync_counters() if workload == "put" else None
+    snaps1 = snapshots_taken(server)
+    if snaps0 is not None and snaps1 is not None:
+        phase.snapshots = snaps1 - snaps0
+
+    phase.requests = int(fields["requests"])
+    phase.duration_s = fields["duration_us"] / 1e6
+    phase.req_per_s = phase.requests / phase.duration_s if phase.duration_s else 0.0
+    phase.p50_ms = fields["p50_us"] / 1000
+    phase.p99_ms = fields["p99_us"] / 1000
+    phase.mean_ms = fields["mean_us"] / 1000
+    phase.max_ms = fields["max_us"] / 1000
+    detail = {k: int(fields[k]) for k in
+              ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx")}
+    phase.failure_detail = detail
+    phase.failures = sum(detail.values())
+    phase.server_cpu_ms = (cpu1 - cpu0) * 1000 / CLK_TCK
+    phase.cpu_ms_per_1k = phase.server_cpu_ms / phase.requests * 1000 if phase.requests else 0.0
+    phase.wrk_cpu_ms = wrk_cpu * 1000
+    wall_ticks = (total1 - total0) / (os.cpu_count() or 1)
+    if wall_ticks > 0:
+        phase.machine_busy_cores = (busy1 - busy0) / wall_ticks
+        accounted = (cpu1 - cpu0) + wrk_cpu * CLK_TCK
+        phase.other_cpu_cores = max(0.0, (busy1 - busy0) - accounted) / wall_ticks
+    if counters0 and counters1:
+        d_entries, d_fsyncs = counters1[0] - counters0[0], counters1[1] - counters0[1]
+        phase.fsyncs = d_fsyncs
+        phase.writes_per_fsync = d_entries / d_fsyncs if d_fsyncs else None
+    return phase
+
+
+# ---- report ----------------------------------------------------------------------------------
+
+
+def median_phase(runs: list[Phase]) -> dict[str, Any]:
+    def med(attr: str) -> float | None:
+        vals = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
+        return statistics.median(vals) if vals else None
+
+    keys = ("req_per_s", "p50_ms", "p99_ms", "cpu_ms_per_1k", "writes_per_fsync",
+            "machine_busy_cores", "other_cpu_cores", "wrk_cpu_ms")
+    out: dict[str, Any] = {k: med(k) for k in keys}
+    out["failures"] = sum(r.failures for r in runs)
+    out["requests"] = sum(r.requests for r in runs)
+    out["runs"] = len(runs)
+    for k in ("req_per_s", "cpu_ms_per_1k"):
+        vals = [getattr(r, k) for r in runs]
+        out[k + "_range"] = [min(vals), max(vals)]
+    return out
+
+
+def fmt(v: float | None, spec: str = ".1f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def render_table(summary: dict[str, dict[str, dict[str, Any]]], systems: list[str]) -> str:
+    cols = [("req/s", "req_per_s", ".0f"), ("p50 ms", "p50_ms", ".2f"),
+            ("p99 ms", "p99_ms", ".2f"), ("CPU-ms/1k", "cpu_ms_per_1k", ".1f"),
+            ("w/fsync", "writes_per_fsync", ".1f"), ("fail", "failures", "d")]
+    width = 10
+    block = width * len(cols)
+    both = len(systems) == 2
+    head1 = f"{'':8} |" + " |".join(f"{s:^{block}}" for s in systems)
+    head2 = f"{'workload':8} |" + " |".join(
+        "".join(f"{c[0]:>{width}}" for c in cols) for _ in systems
+    )
+    if both:
+        head1 += f" |{'ratio':>{width}}"
+        head2 += f" |{'CPU/op':>{width}}"
+    lines = [head1, head2, "-" * len(head2)]
+    for workload, per_system in summary.items():
+        cells = []
+        for s in systems:
+            m = per_system.get(s)
+            cells.append(" " * block if m is None else
+                         "".join(f"{fmt(m[key], spec):>{width}}" for _, key, spec in cols))
+        row = f"{workload:8} |" + " |".join(cells)
+        if both and all(s in per_system for s in systems):
+            a, b = (per_system[s]["cpu_ms_per_1k"] for s in systems)
+            row += f" |{fmt(a / b if b else None, '.2f'):>{width}}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase")
+    p.add_argument("--warmup", type=float, default=2.0,
+                   help="seconds of unmeasured load before each phase (0: none)")
+    p.add_argument("--connections", type=int, default=64, help="wrk keep-alive connections")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--keys", type=int, default=1000, help="keys preloaded and addressed")
+    p.add_argument("--value-bytes", type=int, default=32, help="bytes of each PUT value")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs of every phase (interleaved); the table shows medians")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of httpcoord,etcd")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of get,put")
+    p.add_argument("--request-timeout", type=float, default=5.0,
+                   help="wrk's per-request timeout, s")
+    p.add_argument("--tmp-dir", type=Path, default=None,
+                   help="parent of the temporary data dirs (must be a real disk, not tmpfs)")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    p.add_argument("--keep-data", action="store_true", help="leave the temp dir (logs, data)")
+    p.add_argument("--hold", type=float, default=0.0,
+                   help="after the table, keep the servers up this many seconds (for profiling)")
+    args = p.parse_args(argv)
+    args.systems = [s for s in args.systems.split(",") if s]
+    args.workloads = [w for w in args.workloads.split(",") if w]
+    if not set(args.systems) <= set(SYSTEMS) or not set(args.workloads) <= set(WORKLOADS):
+        p.error(f"--systems from {SYSTEMS}, --workloads from {WORKLOADS}")
+    if args.duration <= 0 or args.duration > 3600 or args.repeat < 1 or args.keys < 1:
+        p.error("need 0 < --duration <= 3600, --repeat >= 1, --keys >= 1")
+    return args
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # so the finally block stops the servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    args.wrk = shutil.which("wrk")
+    etcd = shutil.which("etcd")
+    missing = [n for n, path in (("wrk", args.wrk), ("etcd", etcd))
+               if path is None and (n == "wrk" or "etcd" in args.systems)]
+    if missing:
+        print(f"missing: {', '.join(missing)}. Install with:\n  {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    if not LUA_SCRIPT.is_file():
+        print(f"missing wrk script {LUA_SCRIPT}", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="httpcoord-bench-", dir=args.tmp_dir))
+    fstype = filesystem_type(workdir)
+    if fstype in ("tmpfs", "ramfs"):
+        print(f"warning: {workdir} is on {fstype}; fsync is free there, the PUT figures "
+              "mean little. Pass --tmp-dir on a real disk.", file=sys.stderr)
+    servers: dict[str, Server] = {}
+    if "httpcoord" in args.systems:
+        servers["httpcoord"] = httpcoord_server(workdir)
+    if "etcd" in args.systems:
+        assert etcd is not None
+        servers["etcd"] = etcd_server(workdir, etcd)
+
+    phases: list[Phase] = []
+    started = dt.datetime.now(dt.UTC)
+    try:
+        for s in servers.values():
+            s.start()
+        for s in servers.values():
+            s.wait_ready(timeout=30)
+        for s in servers.values():
+            t0 = time.monotonic()
+            preload(s, args.keys, args.value_bytes, timeout=120)
+            smoke_check(s)
+            print(f"# {s.name}: pid {s.pid}, port {s.port}, preloaded {args.keys} keys "
+                  f"in {time.monotonic() - t0:.1f}s", flush=True)
+        print(f"# data dirs on {fstype}; wrk -t{args.threads} -c{args.connections} "
+              f"-d{args.duration:g}s (+{args.warmup:g}s warmup), {args.keys} keys, "
+              f"{args.value_bytes}-byte values, {os.cpu_count()} CPUs", flush=True)
+        for rep in range(args.repeat):
+            for workload in args.workloads:
+                for name in args.systems:
+                    ph = measure(servers[name], workload, rep, args)
+                    phases.append(ph)
+                    print(f"# run {rep + 1} {workload:3} {name:9} {ph.req_per_s:8.0f} req/s "
+                          f"p50 {ph.p50_ms:6.2f} p99 {ph.p99_ms:7.2f} ms  "
+                          f"cpu {ph.cpu_ms_per_1k:6.1f} ms/1k  "
+                          f"w/fsync {fmt(ph.writes_per_fsync):>5}  fail {ph.failures}  "
+                          f"snap {fmt(ph.snapshots, '.0f')}  "
+                          f"[machine busy {ph.machine_busy_cores:.2f} cores, wrk "
+                          f"{ph.wrk_cpu_ms / 1000 / ph.duration_s if ph.duration_s else 0:.2f}, "
+                          f"other {ph.other_cpu_cores:.2f}]", flush=True)
+        if args.hold > 0:
+            print(f"# holding servers for {args.hold:g}s: "
+                  + ", ".join(f"{s.name} pid {s.pid} port {s.port}" for s in servers.values()),
+                  flush=True)
+            time.sleep(args.hold)
+    finally:
+        for s in servers.values():
+            s.stop()
+        if args.keep_data:
+            print(f"# kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    for workload in args.workloads:
+        summary[workload] = {}
+        for name in args.systems:
+            runs = [p for p in phases if p.workload == workload and p.system == name]
+            if runs:
+                summary[workload][name] = median_phase(runs)
+    print()
+    print(render_table(summary, args.systems))
+    if len(args.systems) == 2:
+        print("ratio = httpcoord CPU-ms per op / etcd CPU-ms per op (below 1: httpcoord cheaper)")
+    if args.repeat > 1:
+        for workload, per_system in summary.items():
+            for name, m in per_system.items():
+                lo, hi = m["req_per_s_range"]
+                clo, chi = m["cpu_ms_per_1k_range"]
+                print(f"  {workload:3} {name:9} over {m['runs']} runs: req/s {lo:.0f}..{hi:.0f}, "
+                      f"CPU-ms/1k {clo:.1f}..{chi:.1f}")
+
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    out = args.results_dir / f"single_node-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    record = {
+        "started": started.isoformat(),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "data_fs": fstype},
+        "settings": {k: getattr(args, k) for k in
+                     ("duration", "warmup", "connections", "threads", "keys", "value_bytes",
+                      "repeat", "systems", "workloads")},
+        "summary": summary,
+        "runs": [vars(p) for p in phases],
+    }
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    failed = sum(p.failures for p in phases)
+    if failed:
+        print(f"FAILURES: {failed} requests failed (see 'fail' column and JSON failure_detail)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
