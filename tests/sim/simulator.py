@@ -57,9 +57,11 @@ class FaultMix:
     max_delay_ticks: int = 1  # delivery after 1..this ticks; > 1 reorders
     partition_rate: float = 0.0  # per step: a new partition (or a heal)
     asymmetric: bool = False  # partitions may cut one direction only
+    isolate_leader_rate: float = 0.0  # per step: cut a leader off from everyone
     crash_rate: float = 0.0  # per step: crash one live node
     leader_crash_rate: float = 0.0  # per step: crash a leader
     reboot_rate: float = 0.0  # per step: crash one node and restart it at once
+    crash_after_save_rate: float = 0.0  # per Ready: crash after saving, before sending
     restart_rate: float = 0.2  # per step: restart one crashed node
     uneven_ticks: bool = False  # nodes tick at different rates
     disk_rate: float = 1.0  # per step and node: chance its Ready is processed
@@ -79,10 +81,13 @@ MIXES: dict[str, FaultMix] = {
     m.name: m
     for m in [
         FaultMix("lossy3", loss=0.2, dup=0.1, max_delay_ticks=4),
-        FaultMix("partition3", loss=0.05, max_delay_ticks=3, partition_rate=0.04, uneven_ticks=True),
+        FaultMix("partition3", loss=0.05, max_delay_ticks=3, partition_rate=0.04, uneven_ticks=True,
+                 isolate_leader_rate=0.01, read_rate=0.3, chaos_steps=300),
+        FaultMix("isolation3", partition_rate=0.015, isolate_leader_rate=0.03, read_rate=0.5,
+                 uneven_ticks=True, chaos_steps=300),
         FaultMix("asym5", nodes=5, loss=0.05, max_delay_ticks=3, partition_rate=0.05,
                  asymmetric=True, uneven_ticks=True, chaos_steps=160),
-        FaultMix("crash3", crash_rate=0.04, restart_rate=0.3, disk_rate=0.6, max_delay_ticks=3,
+        FaultMix("crash3", crash_rate=0.04, crash_after_save_rate=0.01, restart_rate=0.3, disk_rate=0.6, max_delay_ticks=3,
                  dup=0.05, max_entries_per_msg=2),
         FaultMix("crash5", nodes=5, crash_rate=0.05, restart_rate=0.3, disk_rate=0.6,
                  loss=0.05, max_delay_ticks=3, max_entries_per_msg=1, chaos_steps=160),
@@ -92,9 +97,10 @@ MIXES: dict[str, FaultMix] = {
         FaultMix("reboot5", nodes=5, reboot_rate=0.15, leader_crash_rate=0.02, restart_rate=0.5,
                  max_delay_ticks=4, disk_rate=0.7, loss=0.05, max_entries_per_msg=1,
                  chaos_steps=160),
-        FaultMix("figure8", leader_crash_rate=0.02, reboot_rate=0.05, restart_rate=0.4,
+        FaultMix("figure8", leader_crash_rate=0.01, reboot_rate=0.05, restart_rate=0.4,
                  partition_rate=0.03, disk_rate=0.5, max_delay_ticks=3, loss=0.1,
-                 max_entries_per_msg=1, chaos_steps=500),
+                 crash_after_save_rate=0.05, max_entries_per_msg=1, max_inflight_msgs=1,
+                 chaos_steps=500),
         FaultMix("membership", loss=0.05, max_delay_ticks=3, membership_rate=0.05,
                  crash_rate=0.01, partition_rate=0.01, uneven_ticks=True),
         FaultMix("snapshots", loss=0.1, max_delay_ticks=3, snapshot_rate=0.08, crash_rate=0.02,
@@ -249,6 +255,7 @@ class Simulation:
         self.next_id = mix.nodes + 1
         self.next_ctx = 1
         self.proposals = 0
+        self.crash_after_save = mix.crash_after_save_rate
         founders = list(range(1, mix.nodes + 1))
         for nid in founders:
             node = SimNode(nid, MemoryStorage.bootstrapped(founders))
@@ -276,7 +283,7 @@ class Simulation:
             self.checker.on_restore(node, snap.data)
         else:
             node.applied, node.state_hash = 0, 0
-        node.tick_rate = self.rng.uniform(0.4, 1.0) if self.mix.uneven_ticks else 1.0
+        node.tick_rate = self.rng.uniform(0.25, 1.0) if self.mix.uneven_ticks else 1.0
         node.reads.clear()
 
     def _crash(self, node: SimNode) -> None:
@@ -316,6 +323,9 @@ class Simulation:
         rd = raft.ready()
         node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
         self.checker.on_save(node, rd)
+        if self.crash_after_save and self.rng.random() < self.crash_after_save:
+            self._crash(node)  # durable, but nobody heard of it
+            return
         for m in rd.messages:
             self._send(m)
         if rd.snapshot is not None:
@@ -414,7 +424,15 @@ class Simulation:
             leaders = self._leaders()
             self._propose(rng.choice(leaders) if leaders and rng.random() < 0.8 else rng.choice(live))
         if live and rng.random() < mix.read_rate:
-            self._read(rng.choice(live))
+            # Half the reads go to a node that believes it leads (perhaps a
+            # deposed one, which must not answer from its stale commit index).
+            leaders = self._leaders()
+            self._read(rng.choice(leaders) if leaders and rng.random() < 0.5 else rng.choice(live))
+        if mix.isolate_leader_rate and rng.random() < mix.isolate_leader_rate:
+            for leader in self._leaders():
+                for other in self.nodes:
+                    if other != leader.id:
+                        self.cut.update({(leader.id, other), (other, leader.id)})
         if mix.partition_rate and rng.random() < mix.partition_rate:
             self._partition()
         if mix.crash_rate and live and rng.random() < mix.crash_rate:
@@ -472,6 +490,7 @@ class Simulation:
 
     def heal(self) -> None:
         self.cut.clear()
+        self.crash_after_save = 0.0
         self.mix = replace(self.mix, loss=0.0, dup=0.0, max_delay_ticks=1)
         # Every server comes back, including removed ones: a removal proposed
         # but lost with its leader leaves the server a member, and a removed
