@@ -28,8 +28,12 @@ def run(entries: int, batch: int, size: int) -> tuple[float, int]:
     storages = {i: MemoryStorage.bootstrapped(ids) for i in ids}
     nodes = {
         i: Raft(
-            Config(node_id=i, max_entries_per_msg=8192, max_inflight_msgs=256,
-                   max_bytes_per_msg=64 << 20),
+            Config(
+                node_id=i,
+                max_entries_per_msg=8192,
+                max_inflight_msgs=256,
+                max_bytes_per_msg=64 << 20,
+            ),
             storages[i],
             random.Random(i),
         )
@@ -85,8 +89,10 @@ def main() -> None:
     for k in range(args.runs):
         rate, done = run(args.entries, args.batch, args.size)
         best = max(best, rate)
-        print(f"run {k + 1}: {done} entries of {args.size} B committed and applied on 3 nodes: "
-              f"{rate:,.0f} entries/s")
+        print(
+            f"run {k + 1}: {done} entries of {args.size} B committed and applied on 3 nodes: "
+            f"{rate:,.0f} entries/s"
+        )
     print(f"best: {best:,.0f} entries/s (batch {args.batch}); target >= 200,000")
 
 

@@ -557,7 +557,9 @@ class Raft:
     def _quorum_active(self) -> bool:
         voters = self.conf.voters
         active = sum(
-            1 for pid in voters if pid == self.id or (pid in self.prs and self.prs[pid].recent_active)
+            1
+            for pid in voters
+            if pid == self.id or (pid in self.prs and self.prs[pid].recent_active)
         )
         return active >= len(voters) // 2 + 1
 
@@ -609,9 +611,8 @@ class Raft:
             # lost the election): follow it.
             self._become_follower(m.term, m.src)
             self._step_follower(m)
-        elif isinstance(m, VoteResponse):
-            if m.pre_vote == (self.role is Role.PRE_CANDIDATE):
-                self._poll(m.src, m.granted)
+        elif isinstance(m, VoteResponse) and m.pre_vote == (self.role is Role.PRE_CANDIDATE):
+            self._poll(m.src, m.granted)
 
     def _handle_append(self, m: AppendEntries) -> None:
         log = self.log
@@ -655,12 +656,11 @@ class Raft:
             self._handle_append_response(m)
         elif isinstance(m, HeartbeatResponse):
             self._handle_heartbeat_response(m)
-        elif isinstance(m, ReadIndexRequest):
-            if m.src in self.prs:
-                try:
-                    self._leader_read(m.src, m.ctx)
-                except ProposalDropped:
-                    pass  # the follower's caller times out and retries
+        elif isinstance(m, ReadIndexRequest) and m.src in self.prs:
+            try:
+                self._leader_read(m.src, m.ctx)
+            except ProposalDropped:
+                pass  # the follower's caller times out and retries
 
     def _check_can_propose(self, n: int) -> None:
         if self.role is not Role.LEADER:
@@ -705,7 +705,8 @@ class Raft:
         try:
             prev_term = log.term(pr.next - 1)
             entries = log.entries(
-                pr.next, min(last + 1, pr.next + self.cfg.max_entries_per_msg),
+                pr.next,
+                min(last + 1, pr.next + self.cfg.max_entries_per_msg),
                 self.cfg.max_bytes_per_msg,
             )
         except CompactedError:
@@ -713,8 +714,9 @@ class Raft:
         if not entries and not send_if_empty:
             return False
         self._send(
-            AppendEntries(self.id, to, self.term, pr.next - 1, prev_term, tuple(entries),
-                          log.committed)
+            AppendEntries(
+                self.id, to, self.term, pr.next - 1, prev_term, tuple(entries), log.committed
+            )
         )
         if pr.state is _PrState.REPLICATE:
             if entries:
@@ -941,8 +943,8 @@ def _changed_conf(conf: ConfState, op: str, node_id: int) -> ConfState:
 
 
 __all__ = [
-    "Config",
     "ConfChangeError",
+    "Config",
     "NotLeader",
     "ProposalDropped",
     "Raft",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 from dataclasses import dataclass, fields
 from enum import IntEnum
 from typing import Any, Final
@@ -336,7 +337,7 @@ def decode_message(raw: bytes) -> Message:
             if type(raw_entries) is not list:
                 raise MessageDecodeError("entries must be a list")
             entries = tuple(_entry(e) for e in raw_entries)
-            for a, b in zip(entries, entries[1:]):
+            for a, b in itertools.pairwise(entries):
                 if b.index != a.index + 1:
                     raise MessageDecodeError("entries must have consecutive indexes")
             kwargs[name] = entries

@@ -41,7 +41,9 @@ def sim_tally(request: pytest.FixtureRequest) -> SimTally:
     return request.config.stash[TALLY_KEY]
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
     tally = config.stash.get(TALLY_KEY, None)
     if tally is None or (tally.seeds == 0 and tally.bug_seeds == 0):
         return

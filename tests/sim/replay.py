@@ -22,8 +22,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--trace", action="store_true")
     args = p.parse_args(argv)
     raft_cls = BUGS[args.bug] if args.bug else None
-    sim = Simulation(MIXES[args.mix], args.seed, raft_cls) if raft_cls else Simulation(
-        MIXES[args.mix], args.seed
+    sim = (
+        Simulation(MIXES[args.mix], args.seed, raft_cls)
+        if raft_cls
+        else Simulation(MIXES[args.mix], args.seed)
     )
     if args.trace:
         original = sim.step

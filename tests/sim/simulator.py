@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from httpcoord.cluster.core import (
-    Config,
     ConfChangeError,
+    Config,
     NotLeader,
     ProposalDropped,
     Raft,
@@ -81,34 +81,127 @@ MIXES: dict[str, FaultMix] = {
     m.name: m
     for m in [
         FaultMix("lossy3", loss=0.2, dup=0.1, max_delay_ticks=4),
-        FaultMix("partition3", loss=0.05, max_delay_ticks=3, partition_rate=0.04, uneven_ticks=True,
-                 isolate_leader_rate=0.01, read_rate=0.3, chaos_steps=300),
-        FaultMix("isolation3", partition_rate=0.015, isolate_leader_rate=0.03, read_rate=0.5,
-                 uneven_ticks=True, chaos_steps=300),
-        FaultMix("asym5", nodes=5, loss=0.05, max_delay_ticks=3, partition_rate=0.05,
-                 asymmetric=True, uneven_ticks=True, chaos_steps=160),
-        FaultMix("crash3", crash_rate=0.04, crash_after_save_rate=0.01, restart_rate=0.3, disk_rate=0.6, max_delay_ticks=3,
-                 dup=0.05, max_entries_per_msg=2),
-        FaultMix("crash5", nodes=5, crash_rate=0.05, restart_rate=0.3, disk_rate=0.6,
-                 loss=0.05, max_delay_ticks=3, max_entries_per_msg=1, chaos_steps=160),
-        FaultMix("leadercrash3", leader_crash_rate=0.05, reboot_rate=0.05, restart_rate=0.4,
-                 disk_rate=0.5, max_delay_ticks=3, loss=0.15, max_entries_per_msg=1,
-                 chaos_steps=400),
-        FaultMix("reboot5", nodes=5, reboot_rate=0.15, leader_crash_rate=0.02, restart_rate=0.5,
-                 max_delay_ticks=4, disk_rate=0.7, loss=0.05, max_entries_per_msg=1,
-                 chaos_steps=160),
-        FaultMix("figure8", leader_crash_rate=0.01, reboot_rate=0.05, restart_rate=0.4,
-                 partition_rate=0.03, disk_rate=0.5, max_delay_ticks=3, loss=0.1,
-                 crash_after_save_rate=0.05, max_entries_per_msg=1, max_inflight_msgs=1,
-                 chaos_steps=500),
-        FaultMix("membership", loss=0.05, max_delay_ticks=3, membership_rate=0.05,
-                 crash_rate=0.01, partition_rate=0.01, uneven_ticks=True),
-        FaultMix("snapshots", loss=0.1, max_delay_ticks=3, snapshot_rate=0.08, crash_rate=0.02,
-                 partition_rate=0.02, max_entries_per_msg=4),
-        FaultMix("everything", nodes=5, loss=0.1, dup=0.05, max_delay_ticks=4, partition_rate=0.03,
-                 asymmetric=True, crash_rate=0.02, uneven_ticks=True, disk_rate=0.7,
-                 membership_rate=0.03, snapshot_rate=0.03, transfer_rate=0.01,
-                 max_entries_per_msg=3, chaos_steps=160),
+        FaultMix(
+            "partition3",
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.04,
+            uneven_ticks=True,
+            isolate_leader_rate=0.01,
+            read_rate=0.3,
+            chaos_steps=300,
+        ),
+        FaultMix(
+            "isolation3",
+            partition_rate=0.015,
+            isolate_leader_rate=0.03,
+            read_rate=0.5,
+            uneven_ticks=True,
+            chaos_steps=300,
+        ),
+        FaultMix(
+            "asym5",
+            nodes=5,
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.05,
+            asymmetric=True,
+            uneven_ticks=True,
+            chaos_steps=160,
+        ),
+        FaultMix(
+            "crash3",
+            crash_rate=0.04,
+            crash_after_save_rate=0.01,
+            restart_rate=0.3,
+            disk_rate=0.6,
+            max_delay_ticks=3,
+            dup=0.05,
+            max_entries_per_msg=2,
+        ),
+        FaultMix(
+            "crash5",
+            nodes=5,
+            crash_rate=0.05,
+            restart_rate=0.3,
+            disk_rate=0.6,
+            loss=0.05,
+            max_delay_ticks=3,
+            max_entries_per_msg=1,
+            chaos_steps=160,
+        ),
+        FaultMix(
+            "leadercrash3",
+            leader_crash_rate=0.05,
+            reboot_rate=0.05,
+            restart_rate=0.4,
+            disk_rate=0.5,
+            max_delay_ticks=3,
+            loss=0.15,
+            max_entries_per_msg=1,
+            chaos_steps=400,
+        ),
+        FaultMix(
+            "reboot5",
+            nodes=5,
+            reboot_rate=0.15,
+            leader_crash_rate=0.02,
+            restart_rate=0.5,
+            max_delay_ticks=4,
+            disk_rate=0.7,
+            loss=0.05,
+            max_entries_per_msg=1,
+            chaos_steps=160,
+        ),
+        FaultMix(
+            "figure8",
+            leader_crash_rate=0.01,
+            reboot_rate=0.05,
+            restart_rate=0.4,
+            partition_rate=0.03,
+            disk_rate=0.5,
+            max_delay_ticks=3,
+            loss=0.1,
+            crash_after_save_rate=0.05,
+            max_entries_per_msg=1,
+            max_inflight_msgs=1,
+            chaos_steps=500,
+        ),
+        FaultMix(
+            "membership",
+            loss=0.05,
+            max_delay_ticks=3,
+            membership_rate=0.05,
+            crash_rate=0.01,
+            partition_rate=0.01,
+            uneven_ticks=True,
+        ),
+        FaultMix(
+            "snapshots",
+            loss=0.1,
+            max_delay_ticks=3,
+            snapshot_rate=0.08,
+            crash_rate=0.02,
+            partition_rate=0.02,
+            max_entries_per_msg=4,
+        ),
+        FaultMix(
+            "everything",
+            nodes=5,
+            loss=0.1,
+            dup=0.05,
+            max_delay_ticks=4,
+            partition_rate=0.03,
+            asymmetric=True,
+            crash_rate=0.02,
+            uneven_ticks=True,
+            disk_rate=0.7,
+            membership_rate=0.03,
+            snapshot_rate=0.03,
+            transfer_rate=0.01,
+            max_entries_per_msg=3,
+            chaos_steps=160,
+        ),
     ]
 }
 
@@ -136,7 +229,9 @@ class Checker:
 
     def __init__(self) -> None:
         self.leader_of_term: dict[int, int] = {}
-        self.entry_ids: dict[tuple[int, int], tuple[int, int, bytes]] = {}  # (i,t) -> prev term, kind, data
+        self.entry_ids: dict[
+            tuple[int, int], tuple[int, int, bytes]
+        ] = {}  # (i,t) -> prev term, kind, data
         self.committed: dict[int, int] = {}  # index -> term
         self.max_commit = 0
         self.applied: dict[int, tuple[int, bytes]] = {}
@@ -239,9 +334,7 @@ class SimResult:
 
 
 class Simulation:
-    def __init__(
-        self, mix: FaultMix, seed: int, raft_cls: Callable[..., Raft] = Raft
-    ) -> None:
+    def __init__(self, mix: FaultMix, seed: int, raft_cls: Callable[..., Raft] = Raft) -> None:
         self.mix = mix
         self.seed = seed
         self.raft_cls = raft_cls
@@ -276,8 +369,9 @@ class Simulation:
         )
 
     def _start(self, node: SimNode) -> None:
-        node.raft = self.raft_cls(self._config(node.id), node.storage,
-                                  random.Random(self.rng.getrandbits(64)))
+        node.raft = self.raft_cls(
+            self._config(node.id), node.storage, random.Random(self.rng.getrandbits(64))
+        )
         snap = node.storage.snapshot()
         if snap.meta.index:
             self.checker.on_restore(node, snap.data)
@@ -422,7 +516,9 @@ class Simulation:
         if live and rng.random() < mix.propose_rate:
             # Mostly at the leader, sometimes at a node that is not.
             leaders = self._leaders()
-            self._propose(rng.choice(leaders) if leaders and rng.random() < 0.8 else rng.choice(live))
+            self._propose(
+                rng.choice(leaders) if leaders and rng.random() < 0.8 else rng.choice(live)
+            )
         if live and rng.random() < mix.read_rate:
             # Half the reads go to a node that believes it leads (perhaps a
             # deposed one, which must not answer from its stale commit index).
@@ -509,12 +605,15 @@ class Simulation:
         except AssertionError as v:
             # The checker's violations and the core's own invariant assertions alike.
             kind = "" if isinstance(v, Violation) else "core assertion failed: "
-            raise Violation(
-                f"{kind}{v} (step {self.now}; replay: {replay_command(self)})"
-            ) from v
+            raise Violation(f"{kind}{v} (step {self.now}; replay: {replay_command(self)})") from v
         return SimResult(
-            self.seed, self.mix.name, self.now, self.checker.max_commit,
-            len(self.checker.leader_of_term), self.checker.reads_checked, heal_steps,
+            self.seed,
+            self.mix.name,
+            self.now,
+            self.checker.max_commit,
+            len(self.checker.leader_of_term),
+            self.checker.reads_checked,
+            heal_steps,
         )
 
     def _check_liveness(self) -> int:
@@ -535,9 +634,10 @@ class Simulation:
                 except (NotLeader, ProposalDropped):
                     continue
             members = [self.nodes[i] for i in raft.conf.members]
-            if all(n.raft is not None and n.applied >= probe[1] for n in members):
-                if self.checker.applied[probe[1]] == (probe[0], b"probe"):
-                    return self.now - start
+            if all(n.raft is not None and n.applied >= probe[1] for n in members) and (
+                self.checker.applied[probe[1]] == (probe[0], b"probe")
+            ):
+                return self.now - start
         raise Violation(
             f"liveness: no leader committed a proposal on all members within "
             f"{self.mix.heal_steps_max} ticks after healing"
@@ -554,4 +654,4 @@ def run_seed(mix_name: str, seed: int, raft_cls: Callable[..., Raft] = Raft) -> 
     return Simulation(MIXES[mix_name], seed, raft_cls).run()
 
 
-__all__ = ["MIXES", "FaultMix", "SimResult", "Simulation", "Violation", "run_seed", "EntryKind"]
+__all__ = ["MIXES", "EntryKind", "FaultMix", "SimResult", "Simulation", "Violation", "run_seed"]

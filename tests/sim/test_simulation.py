@@ -15,7 +15,9 @@ pytestmark = pytest.mark.sim
 
 
 @pytest.mark.parametrize("mix", sorted(MIXES))
-def test_safety_and_liveness_hold_under_faults(mix: str, sim_seeds: int, sim_tally: SimTally) -> None:
+def test_safety_and_liveness_hold_under_faults(
+    mix: str, sim_seeds: int, sim_tally: SimTally
+) -> None:
     start = time.perf_counter()
     ran = 0
     try:

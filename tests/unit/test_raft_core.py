@@ -8,8 +8,8 @@ import random
 import pytest
 
 from httpcoord.cluster.core import (
-    Config,
     ConfChangeError,
+    Config,
     NotLeader,
     ProposalDropped,
     Raft,
@@ -61,7 +61,9 @@ def test_new_leader_appends_a_noop_of_its_term() -> None:
     c = Cluster()
     r = c.elect(1)
     assert r.log.term(r.log.last_index()) == r.term
-    assert r.log.entries(r.log.last_index(), r.log.last_index() + 1, 1 << 20)[0].kind == EntryKind.NOOP
+    assert (
+        r.log.entries(r.log.last_index(), r.log.last_index() + 1, 1 << 20)[0].kind == EntryKind.NOOP
+    )
 
 
 def test_pre_vote_does_not_raise_the_term_of_a_partitioned_node() -> None:
