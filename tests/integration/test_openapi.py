@@ -1,0 +1,385 @@
+"""openapi.yaml stays true: it is valid OpenAPI 3.1, its JSON schemas agree
+with the pydantic models, its error codes with ``httpcoord.errors``, its
+paths with the router, and a schemathesis run against a real server finds no
+5xx and no response the spec does not describe.
+
+The fuzzing is deterministic (a fixed hypothesis seed, no example database);
+set ``HTTPCOORD_OPENAPI_SEED`` to explore other inputs and
+``HTTPCOORD_OPENAPI_EXAMPLES`` to change the examples per operation.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+import yaml
+from hypothesis import HealthCheck, assume, seed, settings
+from openapi_spec_validator import validate
+from pydantic import BaseModel
+from schemathesis import DataGenerationMethod
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from httpcoord import errors
+from httpcoord.config import Config
+from httpcoord.routes import models
+from httpcoord.routes.app import create_app
+from tests.integration.conftest import ServerProcess, start_server
+
+SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
+SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
+COMPONENTS: dict[str, Any] = SPEC["components"]["schemas"]
+
+# Spec component <- pydantic model. Every model in routes/models.py must be here.
+MODEL_COMPONENTS: dict[str, type[BaseModel]] = {
+    "CreateOp": models.CreateOpIn,
+    "SetOp": models.SetOpIn,
+    "DeleteOp": models.DeleteOpIn,
+    "CheckOp": models.CheckOpIn,
+    "MultiRequest": models.MultiRequest,
+    "Stat": models.Stat,
+    "Node": models.NodeOut,
+    "WriteResult": models.WriteOut,
+    "DeleteResult": models.DeleteOut,
+    "MultiOpResult": models.OpResultOut,
+    "MultiResult": models.MultiOut,
+    "MultiOpFailure": models.OpFailureOut,
+    "Problem": models.Problem,
+}
+
+# Members the spec documents that no model declares yet. Problem documents
+# carry extension members passed as ``**extra`` to the errors (``path``,
+# BadVersion's ``version``, PayloadTooLarge's ``limit``, a malformed multi's
+# ``errors``); models.Problem does not list them. Remove an entry here once
+# the model gains the field: the test then checks it like the others.
+SPEC_ONLY_MEMBERS: dict[str, set[str]] = {"Problem": {"path", "version", "limit", "errors"}}
+
+
+# ---- the spec itself -------------------------------------------------------------------
+
+
+def test_spec_is_valid_openapi_3_1() -> None:
+    assert SPEC["openapi"].startswith("3.1")
+    validate(SPEC)
+
+
+def test_every_model_has_a_spec_component() -> None:
+    defined = {
+        obj
+        for _, obj in inspect.getmembers(models, inspect.isclass)
+        if issubclass(obj, BaseModel) and obj.__module__ == models.__name__
+        and not obj.__name__.startswith("_")
+    }
+    assert defined == set(MODEL_COMPONENTS.values())
+
+
+def _resolve(schema: dict[str, Any]) -> dict[str, Any]:
+    """Follow a local ``$ref`` and single-element ``allOf`` wrappers (used to
+    give a referenced schema a default) down to the schema that says what it is."""
+    while True:
+        if "$ref" in schema:
+            schema = COMPONENTS[schema["$ref"].rsplit("/", 1)[1]]
+        elif "allOf" in schema and len(schema["allOf"]) == 1:
+            schema = schema["allOf"][0]
+        else:
+            return schema
+
+
+def _model_facts(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """The facts of one pydantic property schema that the spec must repeat."""
+    facts: dict[str, Any] = {}
+    if "default" in prop and prop["default"] is not None:
+        facts["default"] = prop["default"]
+    if "anyOf" in prop:  # X | None: the spec omits the member instead of sending null
+        prop = next(p for p in prop["anyOf"] if p.get("type") != "null")
+    if "$ref" in prop:
+        prop = defs[prop["$ref"].rsplit("/", 1)[1]]
+    if "const" in prop:
+        facts["enum"] = [prop["const"]]
+    elif "enum" in prop:
+        facts["enum"] = list(prop["enum"])
+    for key in ("type", "minimum", "maximum"):
+        if key in prop:
+            facts[key] = prop[key]
+    return facts
+
+
+def _spec_facts(prop: dict[str, Any]) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    if "default" in prop:
+        facts["default"] = prop["default"]
+    prop = _resolve(prop)
+    if "const" in prop:
+        facts["enum"] = [prop["const"]]
+    elif "enum" in prop:
+        facts["enum"] = list(prop["enum"])
+    for key in ("type", "minimum", "maximum"):
+        if key in prop:
+            facts[key] = prop[key]
+    return facts
+
+
+@pytest.mark.parametrize("component", sorted(MODEL_COMPONENTS))
+def test_component_schema_agrees_with_model(component: str) -> None:
+    model = MODEL_COMPONENTS[component]
+    mode = "validation" if model.model_config.get("extra") == "forbid" else "serialization"
+    model_schema = model.model_json_schema(mode=mode)
+    defs = model_schema.get("$defs", {})
+    spec_schema = COMPONENTS[component]
+
+    model_props = set(model_schema["properties"])
+    spec_props = set(spec_schema["properties"]) - SPEC_ONLY_MEMBERS.get(component, set())
+    assert spec_props == model_props, (
+        f"{component}: only in the spec: {sorted(spec_props - model_props)}, "
+        f"only in {model.__name__}: {sorted(model_props - spec_props)}"
+    )
+    assert sorted(spec_schema.get("required", [])) == sorted(model_schema.get("required", []))
+    # Request models refuse unknown members; the spec must say so.
+    if model.model_config.get("extra") == "forbid":
+        assert spec_schema.get("additionalProperties") is False
+    for name in sorted(model_props):
+        model_facts = _model_facts(model_schema["properties"][name], defs)
+        spec_facts = _spec_facts(spec_schema["properties"][name])
+        if component == "Problem" and name == "code":
+            # The model says str; the spec lists the closed set (checked below).
+            spec_facts.pop("enum")
+        if component == "MultiOpFailure" and name == "code":
+            spec_facts.pop("enum")
+        assert spec_facts == model_facts, f"{component}.{name}"
+
+
+def test_error_codes_are_the_closed_set() -> None:
+    codes = {cls.code for cls in errors.ALL_ERRORS} | {errors.CoordError.code}
+    assert set(COMPONENTS["ErrorCode"]["enum"]) == codes
+    # Every status an error maps to is documented by some problem response.
+    documented = {
+        code
+        for response in SPEC["components"]["responses"].values()
+        for media in response.get("content", {}).values()
+        for part in media["schema"].get("allOf", [])
+        for code in part.get("properties", {}).get("code", {}).get("enum", [])
+    }
+    unreachable_today = {
+        "SessionExpired", "Compacted", "UnsupportedMediaType",  # no route raises them yet
+        "MethodNotAllowed",  # any route, documented in info.description
+        errors.CoordError.code,  # 500: a bug
+    }
+    assert codes - unreachable_today <= documented
+
+
+def _route_methods() -> dict[str, set[str]]:
+    """The spec paths and methods the router serves (automatic HEADs aside)."""
+    app = create_app(Config())
+    routes = list(app.router.routes())
+    handlers = {(r.resource.canonical, r.method): r.handler for r in routes if r.resource}
+    served: dict[str, set[str]] = {}
+    for (canonical, method), handler in handlers.items():
+        if method == "HEAD" and handlers.get((canonical, "GET")) is handler:
+            continue  # aiohttp's allow_head copy of a GET
+        paths = (
+            ["/v1/nodes", "/v1/nodes/{path}"] if canonical == "/v1/nodes{path}" else [canonical]
+        )
+        for path in paths:
+            served.setdefault(path, set()).add(method.lower())
+    return served
+
+
+def test_spec_paths_are_the_routes() -> None:
+    documented = {
+        path: {m for m in item if m in {"get", "head", "post", "put", "delete", "patch"}}
+        for path, item in SPEC["paths"].items()
+    }
+    assert documented == _route_methods()
+
+
+def test_served_spec_is_the_file(server: ServerProcess) -> None:
+    response = requests.get(server.url + "/openapi.yaml", timeout=10)
+    assert response.status_code == 200
+    assert response.content == SPEC_PATH.read_bytes()
+
+
+# ---- schemathesis against a real server ------------------------------------------------
+
+schemathesis.experimental.OPEN_API_3_1.enable()
+
+SEED = int(os.environ.get("HTTPCOORD_OPENAPI_SEED", "8181"))
+MAX_EXAMPLES = int(os.environ.get("HTTPCOORD_OPENAPI_EXAMPLES", "60"))
+
+schema = schemathesis.from_path(
+    str(SPEC_PATH),
+    data_generation_methods=[DataGenerationMethod.positive, DataGenerationMethod.negative],
+)
+
+# Negative examples (wrong types, out-of-range versions, malformed multi
+# bodies) are sent too, and must get a documented answer and no 5xx. The
+# negative_data_rejection check is left out on purpose: the boolean flags
+# also accept 1/0/yes/no/empty (documented), which it would count as
+# "accepted negative data", and it mistakes e.g. an empty array for a
+# negated value although the serialised URL carries no parameter at all.
+CHECKS = (
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+)
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@seed(SEED)
+def test_api_conforms_to_spec(case: schemathesis.Case, server: ServerProcess) -> None:
+    assume(not _hits_known_bug(case))
+    call_and_validate(case, server.url)
+
+
+def call_and_validate(case: schemathesis.Case, base_url: str) -> requests.Response:
+    """``case.call_and_validate`` with JSON decoded as UTF-8 (RFC 8259).
+
+    ``application/problem+json`` has no charset parameter, and requests then
+    guesses the encoding of ``.text`` from the bytes: a short non-ASCII
+    detail can be taken for GB18030 and its JSON garbled before the checks
+    parse it."""
+    response = case.call(base_url=base_url, timeout=10)
+    if response.encoding is None and "json" in response.headers.get("Content-Type", ""):
+        response.encoding = "utf-8"
+    case.validate_response(response, checks=CHECKS)
+    return response
+
+
+def _is_non_ascii_base64_op(op: Any) -> bool:
+    return (
+        isinstance(op, dict)
+        and op.get("encoding") == "base64"
+        and isinstance(op.get("data"), str)
+        and not op["data"].isascii()
+    )
+
+
+def _hits_known_bug(case: schemathesis.Case) -> bool:
+    """Inputs of a known server bug, kept out of the fuzzing so that it keeps
+    finding new ones; each has a strict xfail test below. Remove the filter
+    with the bug."""
+    body = case.body if isinstance(case.body, dict) else {}
+    ops = body.get("ops")
+    return (
+        case.operation.path == "/v1/multi"
+        and isinstance(ops, list)
+        and any(_is_non_ascii_base64_op(op) for op in ops)
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: base64 op data with non-ASCII characters answers 500: "
+    "routes/multi.py _data() catches binascii.Error, but b64decode raises a plain "
+    "ValueError for non-ASCII str input",
+)
+def test_multi_non_ascii_base64_is_bad_arguments(server: ServerProcess) -> None:
+    body = {"ops": [{"op": "create", "path": "/b64", "data": "\u00e9", "encoding": "base64"}]}
+    response = requests.post(server.url + "/v1/multi", json=body, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["code"] == "BadArguments"
+    assert response.json()["failed_op"] == 0
+
+
+# ---- known scenarios through the same checks --------------------------------------------
+# Random paths rarely name an existing node, so the fuzzing above seldom sees
+# a 200 from GET or HEAD, a raw read or a successful multi. These requests
+# make sure each documented success (and the main failures) conforms too.
+
+SCENARIO: list[tuple[str, str, dict[str, Any], int]] = [
+    # (method, spec path, case arguments, expected status)
+    ("PUT", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "body": b"\xff\x00"}, 201),
+    ("PUT", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "body": b"v1"}, 200),
+    ("PUT", "/v1/nodes/{path}",
+     {"path_parameters": {"path": "oa"}, "query": {"version": 7}, "body": b"x"}, 409),
+    ("PUT", "/v1/nodes/{path}",
+     {"path_parameters": {"path": "oa/missing"}, "query": {"version": -1}, "body": b"x"}, 404),
+    ("POST", "/v1/nodes/{path}",
+     {"path_parameters": {"path": "oa/q/"}, "query": {"sequential": True, "parents": True},
+      "body": b"item"}, 201),
+    ("POST", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "body": b""}, 409),
+    ("POST", "/v1/nodes/{path}", {"path_parameters": {"path": "nope/child"}}, 404),
+    ("POST", "/v1/nodes", {"query": {"sequential": True}, "body": b"top"}, 201),
+    ("GET", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}}, 200),
+    ("GET", "/v1/nodes/{path}",
+     {"path_parameters": {"path": "oa"}, "query": {"children": True}}, 200),
+    ("GET", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "query": {"raw": True}}, 200),
+    ("GET", "/v1/nodes/{path}", {"path_parameters": {"path": "oa/%2E%2E"}}, 400),
+    ("GET", "/v1/nodes", {"query": {"children": True}}, 200),
+    ("HEAD", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}}, 200),
+    ("HEAD", "/v1/nodes/{path}", {"path_parameters": {"path": "oa/none"}}, 404),
+    ("HEAD", "/v1/nodes", {}, 200),
+    ("PUT", "/v1/nodes", {"query": {"version": -1}, "body": b"root"}, 200),
+    ("POST", "/v1/multi", {"body": {"ops": [
+        {"op": "create", "path": "/oa/m", "data": "aGk=", "encoding": "base64"},
+        {"op": "set", "path": "/oa/m", "data": "two", "version": 0},
+        {"op": "check", "path": "/oa/m", "version": 1},
+        {"op": "delete", "path": "/oa/m"},
+    ]}}, 200),
+    ("POST", "/v1/multi", {"body": {"ops": [
+        {"op": "check", "path": "/oa", "version": -1},
+        {"op": "create", "path": "/oa"},
+        {"op": "delete", "path": "/oa/nothing"},
+    ]}}, 409),
+    ("POST", "/v1/multi", {"body": {"ops": [{"op": "delete", "path": "/oa/nothing"}]}}, 404),
+    ("POST", "/v1/multi", {"body": {"ops": [{"op": "create", "path": "/oa/x/"}]}}, 400),
+    ("POST", "/v1/multi", {"body": {"ops": [{"op": "nope"}], "extra": 1}}, 400),
+    ("POST", "/v1/multi", {"body": {"ops": []}}, 200),
+    ("DELETE", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}}, 409),
+    ("DELETE", "/v1/nodes/{path}",
+     {"path_parameters": {"path": "oa"}, "query": {"version": 9, "recursive": True}}, 409),
+    ("DELETE", "/v1/nodes/{path}",
+     {"path_parameters": {"path": "oa"}, "query": {"recursive": True}}, 200),
+    ("DELETE", "/v1/nodes", {}, 400),
+    ("GET", "/ready", {}, 200),
+]
+
+
+def test_known_scenario_conforms(server: ServerProcess) -> None:
+    for method, path, kwargs, expected in SCENARIO:
+        if isinstance(kwargs.get("body"), bytes):
+            kwargs = {**kwargs, "media_type": "application/octet-stream"}
+        case = schema[path][method].make_case(**kwargs)
+        response = call_and_validate(case, server.url)
+        assert response.status_code == expected, (method, path, kwargs, response.text)
+        if method == "POST" and expected == 201:
+            # Location names the created node, so a GET of it answers 200.
+            follow = requests.get(server.url + response.headers["Location"], timeout=10)
+            assert follow.status_code == 200
+            assert follow.json()["path"] == response.json()["path"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known bug: a sequential create checks --max-path-length before the "
+    "10-digit counter is appended, so it can create a node whose own URL is then "
+    "refused with 400 InvalidPath (GET, PUT, DELETE)",
+)
+def test_sequential_create_stays_addressable(tmp_path: Path) -> None:
+    with start_server(tmp_path / "data", "--max-path-length", "16") as srv:
+        created = requests.post(
+            srv.url + "/v1/nodes/abcdefghijklmno", params={"sequential": "true"}, timeout=10
+        )
+        if created.status_code == 400:
+            return  # refused up front: fine
+        assert created.status_code == 201
+        follow = requests.get(srv.url + created.headers["Location"], timeout=10)
+        assert follow.status_code == 200, follow.text
