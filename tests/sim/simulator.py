@@ -218,6 +218,7 @@ class SimNode:
         self.applied = 0
         self.checked_commit = 0  # committed entries up to here are checked
         self.reads: dict[int, int] = {}  # ctx -> commit index when the read started
+        self.pending: Ready | None = None  # taken from the core, not yet saved
 
 
 def _snapshot_data(index: int, state_hash: int) -> bytes:
@@ -382,6 +383,7 @@ class Simulation:
 
     def _crash(self, node: SimNode) -> None:
         node.raft = None  # its unsaved entries, hard state and Ready are gone
+        node.pending = None
         node.reads.clear()
 
     # ---- the network -------------------------------------------------------------------
@@ -411,10 +413,10 @@ class Simulation:
 
     # ---- the driver loop: save, send, apply, advance ------------------------------------
 
-    def _process_ready(self, node: SimNode) -> None:
+    def _process_ready(self, node: SimNode, rd: Ready) -> None:
         raft = node.raft
         assert raft is not None
-        rd = raft.ready()
+        node.pending = None
         node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
         self.checker.on_save(node, rd)
         if self.crash_after_save and self.rng.random() < self.crash_after_save:
@@ -577,8 +579,20 @@ class Simulation:
         disk = self.mix.disk_rate if chaos else 1.0
         for node in self.nodes.values():
             raft = node.raft
-            if raft is not None and raft.has_ready() and (disk >= 1.0 or rng.random() < disk):
-                self._process_ready(node)
+            if raft is None:
+                continue
+            if disk >= 1.0:
+                if node.pending is not None:
+                    self._process_ready(node, node.pending)
+                if raft.has_ready():
+                    self._process_ready(node, raft.ready())
+            elif node.pending is not None:
+                # A slow disk: the Ready taken earlier is saved now; messages
+                # were stepped and ticks counted while it was being written.
+                if rng.random() < disk:
+                    self._process_ready(node, node.pending)
+            elif raft.has_ready():
+                node.pending = raft.ready()
         for node in self.nodes.values():
             raft = node.raft
             if raft is not None and raft.role is Role.LEADER:
