@@ -39,7 +39,10 @@ steps to check exactly this.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
+from itertools import accumulate
+from operator import attrgetter
 from typing import Protocol
 
 from httpcoord.cluster.messages import (
@@ -114,10 +117,13 @@ class DurableLog(LogStorage, Protocol):
         ...
 
 
+_ENTRY_OVERHEAD_BYTES = 16
+
+
 def entry_size_bytes(e: Entry) -> int:
     """The size counted against max_bytes limits: the payload plus a fixed
     overhead, so that batches of empty entries stay bounded too."""
-    return len(e.data) + 16
+    return len(e.data) + _ENTRY_OVERHEAD_BYTES
 
 
 def bootstrap_state(voters: Sequence[int]) -> tuple[HardState, list[Entry]]:
@@ -213,10 +219,19 @@ class MemoryStorage:
 
 
 def limit_bytes(entries: list[Entry], max_bytes: int) -> list[Entry]:
-    """The longest prefix within max_bytes, but never empty if entries is not."""
-    total = 0
-    for i, e in enumerate(entries):
-        total += len(e.data) + 16
-        if total > max_bytes and i > 0:
-            return entries[:i]
-    return entries
+    """The longest prefix within max_bytes (see entry_size_bytes), but never
+    empty if entries is not. Sizes are summed in C (map/accumulate): this runs
+    for every append and every batch of committed entries."""
+    n = len(entries)
+    if n <= 1:
+        return entries
+    sizes = list(accumulate(map(len, map(_DATA, entries))))
+    if sizes[-1] + _ENTRY_OVERHEAD_BYTES * n <= max_bytes:
+        return entries
+    keep = bisect_right(
+        range(n), max_bytes, key=lambda i: sizes[i] + _ENTRY_OVERHEAD_BYTES * (i + 1)
+    )
+    return entries[: max(keep, 1)]
+
+
+_DATA = attrgetter("data")
