@@ -75,6 +75,8 @@ class FaultMix:
     election_timeout_ticks: int = 10
     chaos_steps: int = 220
     heal_steps_max: int = 400  # liveness bound after the faults heal
+    steady_proposals: int = 10  # then proposed one per tick to the healed cluster ...
+    commit_bound_ticks: int = 12  # ... each applied on every member within this
 
 
 MIXES: dict[str, FaultMix] = {
@@ -651,11 +653,47 @@ class Simulation:
             if all(n.raft is not None and n.applied >= probe[1] for n in members) and (
                 self.checker.applied[probe[1]] == (probe[0], b"probe")
             ):
-                return self.now - start
+                healed_in = self.now - start
+                self._check_steady_commits(leader)
+                return healed_in
         raise Violation(
             f"liveness: no leader committed a proposal on all members within "
             f"{self.mix.heal_steps_max} ticks after healing"
         )
+
+    def _check_steady_commits(self, leader: SimNode) -> None:
+        """Once healed, every proposal is applied by every member within
+        commit_bound_ticks, and leadership stays put."""
+        raft = leader.raft
+        assert raft is not None
+        term = raft.term
+        pending: dict[int, int] = {}  # index -> tick proposed
+        for k in range(self.mix.steady_proposals):
+            pending[raft.propose(b"steady%d" % k)] = self.now
+            self.step(chaos=False)
+            self._steady_progress(leader, term, pending)
+        for _ in range(self.mix.commit_bound_ticks):
+            if not pending:
+                return
+            self.step(chaos=False)
+            self._steady_progress(leader, term, pending)
+        if pending:
+            raise Violation(f"liveness: proposals {sorted(pending)} not applied everywhere in time")
+
+    def _steady_progress(self, leader: SimNode, term: int, pending: dict[int, int]) -> None:
+        raft = leader.raft
+        if raft is None or raft.role is not Role.LEADER or raft.term != term:
+            raise Violation("liveness: leadership changed in a healthy cluster")
+        members = [self.nodes[i] for i in raft.conf.members]
+        low = min(n.applied for n in members)
+        for index in [i for i in pending if i <= low]:
+            del pending[index]
+        for index, at in pending.items():
+            if self.now - at > self.mix.commit_bound_ticks:
+                raise Violation(
+                    f"liveness: proposal {index} not applied on every member "
+                    f"{self.mix.commit_bound_ticks} ticks after it was proposed"
+                )
 
 
 def replay_command(sim: Simulation) -> str:
