@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def serve(
         loop_factory = uvloop.new_event_loop
     except ImportError:  # uvloop is optional off Linux/macOS
         loop_factory = asyncio.new_event_loop
+    # The tree is millions of long-lived objects: collect the young generation
+    # less often (the default 700 allocations made GC ~7% of a write's CPU).
+    gc.set_threshold(50_000, 20, 20)
     loop = loop_factory()
     asyncio.set_event_loop(loop)
     logging.getLogger("httpcoord").info(

@@ -18,7 +18,6 @@ class Limits:
     path_length_max: int = 1024  # characters in a znode path
     request_bytes_max: int = 8 * 1024 * 1024  # a JSON request body (multi)
     multi_ops_max: int = 1000  # ops in one multi
-    children_max: int = 100_000  # child names returned by one GET ?children=true
 
 
 @dataclass(frozen=True, slots=True)

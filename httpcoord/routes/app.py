@@ -7,6 +7,7 @@ log is closed.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -38,6 +39,9 @@ def create_app(config: Config) -> web.Application:
 async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     node = await LocalNode.open(config.data_dir, config.node)
+    # Everything recovery built (the whole tree) lives until shutdown: keep it
+    # out of every future garbage collection pass.
+    gc.freeze()
     app[NODE] = node
     app[meta.REGISTRY] = meta.metrics_registry(node)
     node.start()

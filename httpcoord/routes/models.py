@@ -109,5 +109,9 @@ class Problem(BaseModel):
     status: int
     code: str
     detail: str
+    path: str | None = None  # the znode the error is about
+    version: int | None = None  # BadVersion: the node's current version
+    limit: int | None = None  # PayloadTooLarge: the limit in bytes
+    errors: list[dict[str, object]] | None = None  # BadArguments: what the body got wrong
     failed_op: int | None = None
     results: list[OpFailureOut] | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 
 import orjson
 from aiohttp import web
@@ -13,7 +12,7 @@ from httpcoord.config import Limits
 from httpcoord.errors import BadArguments, CoordError, MultiFailed, PayloadTooLarge
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
 from httpcoord.routes.models import CheckOpIn, CreateOpIn, DeleteOpIn, MultiRequest, SetOpIn
-from httpcoord.routes.params import query, read_body
+from httpcoord.routes.params import path_length_max, query, read_body
 from httpcoord.tree.paths import validate_path
 from httpcoord.tree.txn import CheckOp, CreateOp, DeleteOp, Op, SetDataOp
 
@@ -71,7 +70,7 @@ def _to_ops(request_model: MultiRequest, limits: Limits) -> tuple[Op, ...]:
 
 def _to_op(item: CreateOpIn | SetOpIn | DeleteOpIn | CheckOpIn, limits: Limits) -> Op:
     sequential = isinstance(item, CreateOpIn) and item.sequential
-    path = validate_path(item.path, sequential=sequential, max_length=limits.path_length_max)
+    path = validate_path(item.path, sequential=sequential, max_length=path_length_max(limits, sequential))
     if isinstance(item, CreateOpIn):
         return CreateOp(path, _data(item.data, item.encoding, limits), sequential, item.parents)
     if isinstance(item, SetOpIn):
@@ -85,7 +84,7 @@ def _data(text: str, encoding: str, limits: Limits) -> bytes:
     if encoding == "base64":
         try:
             data = base64.b64decode(text, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or non-ASCII text
             raise BadArguments("data is not valid base64") from None
     else:
         try:

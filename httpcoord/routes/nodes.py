@@ -8,13 +8,21 @@ import orjson
 from aiohttp import web
 
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
-from httpcoord.routes.params import flag, query, read_body, version, znode_path
+from httpcoord.routes.params import (
+    flag,
+    path_length_max,
+    query,
+    read_body,
+    version,
+    znode_path,
+)
 from httpcoord.routes.render import encode_data, stat_headers
 from httpcoord.tree.txn import CreateOp, DeleteOp, SetDataOp
 
 routes = web.RouteTableDef()
 
-NODE_URL = "/v1/nodes{path:(/.*)?}"
+# [\s\S] rather than ".": a %0A in a path must reach the validator (400), not miss the route.
+NODE_URL = r"/v1/nodes{path:(/[\s\S]*)?}"
 JSON = "application/json"
 
 _GET_PARAMS = frozenset({"children", "raw"})
@@ -63,7 +71,9 @@ async def create_node(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     q = query(request, _CREATE_PARAMS)
     sequential = flag(q, "sequential")
-    path = znode_path(request, sequential=sequential, max_length=limits.path_length_max)
+    path = znode_path(
+        request, sequential=sequential, max_length=path_length_max(limits, sequential)
+    )
     data = await read_body(request, limits.data_bytes_max)
     op = CreateOp(path, data, sequential=sequential, parents=flag(q, "parents"))
     txn = await request.app[NODE].propose((op,))

@@ -7,13 +7,15 @@ overwrite.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import unquote
 
 from aiohttp import web
 from multidict import MultiMapping
 
 from httpcoord.errors import BadArguments, InvalidPath, PayloadTooLarge
-from httpcoord.tree.paths import validate_path
+from httpcoord.config import Limits
+from httpcoord.tree.paths import SEQUENCE_DIGITS, validate_path
 from httpcoord.tree.txn import ANY_VERSION
 
 NODES_PREFIX = "/v1/nodes"
@@ -21,6 +23,12 @@ VERSION_MAX = 2**31 - 1  # ZooKeeper's versions are signed 32-bit
 
 _TRUE = frozenset({"true", "1", "yes", ""})
 _FALSE = frozenset({"false", "0", "no"})
+
+
+def path_length_max(limits: Limits, sequential: bool) -> int:
+    """The longest path a request may name: a sequential create's counter
+    must still fit, or the node it creates could not be addressed."""
+    return limits.path_length_max - (SEQUENCE_DIGITS if sequential else 0)
 
 
 def znode_path(request: web.Request, *, sequential: bool = False, max_length: int) -> str:
@@ -84,8 +92,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     declared = request.content_length
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
-    if declared is not None and declared == 0:
+    if declared == 0:
         return b""
+    if declared is not None:
+        try:
+            return await request.content.readexactly(declared)
+        except asyncio.IncompleteReadError:
+            raise BadArguments("request body is shorter than its Content-Length") from None
     parts: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():

@@ -35,6 +35,8 @@ def problem_response(exc: CoordError) -> web.Response:
         status=exc.http_status,
         body=orjson.dumps(exc.problem()),
         content_type=PROBLEM_JSON,
+        # JSON is UTF-8, but clients guess for types other than application/json.
+        charset="utf-8",
     )
 
 

@@ -141,6 +141,7 @@ async def test_a_refused_write_takes_no_zxid(http: aiohttp.ClientSession) -> Non
         "/v1/nodes/a/%2e%2e/b",
         "/v1/nodes/a%00b",
         "/v1/nodes/a%1fb",
+        "/v1/nodes/a%0Ab",
         "/v1/nodes/a%ff",
         "/v1/nodes/" + "x" * 1100,
     ],
