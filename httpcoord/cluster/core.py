@@ -393,6 +393,26 @@ class Raft:
     def promotable(self) -> bool:
         return self.id in self.conf.voters
 
+    def status(self) -> dict[str, object]:
+        """A JSON-ready view for /v1/cluster and metrics (not for decisions)."""
+        out: dict[str, object] = {
+            "id": self.id,
+            "role": self.role.value,
+            "term": self.term,
+            "leader": self.lead,
+            "commit": self.log.committed,
+            "applied": self.log.applied,
+            "last_index": self.log.last_index(),
+            "voters": sorted(self.conf.voters),
+            "learners": sorted(self.conf.learners),
+        }
+        if self.role is Role.LEADER:
+            out["progress"] = {
+                str(pid): {"match": pr.match, "next": pr.next, "state": pr.state.name.lower()}
+                for pid, pr in sorted(self.prs.items())
+            }
+        return out
+
     # ==== the overridable rules (see the module docstring) ==========================
 
     def _hard_state(self) -> HardState:
@@ -870,6 +890,8 @@ class Raft:
 
     def _append_entries(self, entries: list[Entry]) -> None:
         first = entries[0].index
+        # A leader only appends (Leader Append-Only); only followers truncate.
+        assert self.role is not Role.LEADER or first == self.log.last_index() + 1
         if self._confs[-1][0] >= first:
             # Truncation drops configurations the lost suffix held.
             while len(self._confs) > 1 and self._confs[-1][0] >= first:
