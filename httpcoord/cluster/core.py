@@ -383,6 +383,7 @@ class Raft:
     def conf_at(self, index: int) -> ConfState:
         """Membership in effect at a (committed) index: what a snapshot taken
         there must record."""
+        assert index >= self._confs[0][0], "membership history trimmed past that index"
         conf = self._confs[0][1]
         for i, c in self._confs:
             if i > index:

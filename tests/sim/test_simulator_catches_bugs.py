@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.sim import replay
 from tests.sim.bugs import BUGS
 from tests.sim.conftest import SimTally
 from tests.sim.simulator import MIXES, Simulation, Violation
@@ -50,3 +51,7 @@ def test_simulator_finds_the_injected_bug(bug: str, sim_tally: SimTally) -> None
     elapsed = time.perf_counter() - start
     assert found is not None, f"{bug}: no violation in {budget} seeds ({elapsed:.1f}s)"
     print(f"{bug}: caught after {seeds} seeds: {found}")
+    # The failure names one command, and that command replays it exactly.
+    command = found.split("replay: ", 1)[1].rstrip(")")
+    assert command == f"python -m tests.sim.replay --mix {mix} --seed {seed} --bug {bug}"
+    assert replay.main(command.split()[3:]) == 1
