@@ -53,6 +53,14 @@ class ReadWithoutHeartbeat(Raft):
         return False
 
 
+class SendBeforeSave(Raft):
+    """Not a core rule but the driver's: send a Ready's messages before its
+    save is durable (the simulator's driver honours this marker)."""
+
+    bug_name = "send_before_save"
+    driver_sends_before_save = True
+
+
 BUGS: dict[str, type[Raft]] = {
     cls.bug_name: cls
     for cls in (
@@ -61,5 +69,6 @@ BUGS: dict[str, type[Raft]] = {
         ForgetVote,
         ApplyBeforeCommit,
         ReadWithoutHeartbeat,
+        SendBeforeSave,
     )
 }

@@ -352,6 +352,7 @@ class Simulation:
         self.next_ctx = 1
         self.proposals = 0
         self.crash_after_save = mix.crash_after_save_rate
+        self.sends_before_save = bool(getattr(raft_cls, "driver_sends_before_save", False))
         founders = list(range(1, mix.nodes + 1))
         for nid in founders:
             node = SimNode(nid, MemoryStorage.bootstrapped(founders))
@@ -419,6 +420,14 @@ class Simulation:
         raft = node.raft
         assert raft is not None
         node.pending = None
+        if self.sends_before_save:
+            # A broken driver (bug injection): the promises leave before the disk has them.
+            for m in rd.messages:
+                self._send(m)
+            if self.rng.random() < self.crash_after_save:
+                self._crash(node)
+                return
+            rd.messages = []
         node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
         self.checker.on_save(node, rd)
         if self.crash_after_save and self.rng.random() < self.crash_after_save:

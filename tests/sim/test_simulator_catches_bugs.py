@@ -25,6 +25,7 @@ HUNTS: dict[str, tuple[tuple[str, ...], int]] = {
     "forget_vote": (("figure8", "leadercrash3"), 1000),
     "apply_before_commit": (("crash3", "partition3"), 300),
     "read_without_heartbeat": (("isolation3", "partition3"), 1000),
+    "send_before_save": (("crash3", "figure8"), 1000),
 }
 
 
