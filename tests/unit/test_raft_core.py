@@ -365,3 +365,34 @@ def test_uncommitted_entries_are_bounded() -> None:
         lead.propose(b"x")
     with pytest.raises(ProposalDropped):
         lead.propose(b"x")
+
+
+def test_ready_twice_without_advance_is_a_bug() -> None:
+    c = Cluster()
+    r = c.nodes[1]
+    r._campaign(transfer=True)
+    r.ready()
+    with pytest.raises(AssertionError):
+        r.ready()
+
+
+def test_steps_between_ready_and_advance_go_into_the_next_ready() -> None:
+    c = Cluster()
+    lead = c.elect(1)
+    c.stabilize()
+    f = c.nodes[2]
+    idx = lead.propose(b"a")
+    c.process(1)
+    c.deliver()  # node 2 gets the append
+    rd = f.ready()  # being written
+    assert [e.index for e in rd.entries] == [idx]
+    assert any(isinstance(m, AppendResponse) for m in rd.messages)
+    idx2 = lead.propose(b"b")
+    c.process(1)
+    c.deliver()  # arrives during the "fsync"
+    c.storage[2].save(rd.hard_state, rd.snapshot, rd.entries)
+    f.advance(rd)
+    rd2 = f.ready()
+    assert [e.index for e in rd2.entries] == [idx2]
+    assert [m.index for m in rd2.messages if isinstance(m, AppendResponse)] == [idx2]
+    f.advance(rd2)
