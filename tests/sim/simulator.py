@@ -40,7 +40,7 @@ from httpcoord.cluster.core import (
     Ready,
     Role,
 )
-from httpcoord.cluster.messages import EntryKind, Message
+from httpcoord.cluster.messages import EntryKind, Message, decode_message, encode_message
 from httpcoord.cluster.storage import CompactedError, MemoryStorage
 
 
@@ -70,6 +70,7 @@ class FaultMix:
     membership_rate: float = 0.0
     snapshot_rate: float = 0.0
     transfer_rate: float = 0.0
+    wire: bool = False  # every message goes through the JSON wire encoding
     max_entries_per_msg: int = 64
     max_inflight_msgs: int = 4
     election_timeout_ticks: int = 10
@@ -186,6 +187,7 @@ MIXES: dict[str, FaultMix] = {
             crash_rate=0.02,
             partition_rate=0.02,
             max_entries_per_msg=4,
+            wire=True,
         ),
         FaultMix(
             "everything",
@@ -203,6 +205,7 @@ MIXES: dict[str, FaultMix] = {
             transfer_rate=0.01,
             max_entries_per_msg=3,
             chaos_steps=160,
+            wire=True,
         ),
     ]
 }
@@ -412,6 +415,8 @@ class Simulation:
             node = self.nodes.get(m.dst)
             if node is None or node.raft is None:
                 continue
+            if self.mix.wire:
+                m = decode_message(encode_message(m))
             node.raft.step(m)
 
     # ---- the driver loop: save, send, apply, advance ------------------------------------
