@@ -52,6 +52,15 @@ def main() -> None:
 @click.option("--snapshot-entries", show_envvar=True, envvar="HTTPCOORD_SNAPSHOT_ENTRIES", type=click.IntRange(1),
               default=_NODE.snapshot_entries,
               help="log entries after which the tree is snapshotted and the log truncated")
+@click.option("--session-ttl-min-ms", show_envvar=True, envvar="HTTPCOORD_SESSION_TTL_MIN_MS",
+              type=click.IntRange(1), default=_LIMITS.session_ttl_min_ms,
+              help="shortest session ttl granted (shorter requests are raised to it)")
+@click.option("--session-ttl-max-ms", show_envvar=True, envvar="HTTPCOORD_SESSION_TTL_MAX_MS",
+              type=click.IntRange(1), default=_LIMITS.session_ttl_max_ms,
+              help="longest session ttl granted (longer requests are lowered to it)")
+@click.option("--container-check-ms", show_envvar=True, envvar="HTTPCOORD_CONTAINER_CHECK_MS",
+              type=click.IntRange(1), default=_NODE.container_check_ms,
+              help="how often empty containers and expired TTL nodes are removed")
 @click.option("--log-level", show_envvar=True, envvar="HTTPCOORD_LOG_LEVEL", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
 def serve(
@@ -63,6 +72,9 @@ def serve(
     max_multi_ops: int,
     max_pending_writes: int,
     snapshot_entries: int,
+    session_ttl_min_ms: int,
+    session_ttl_max_ms: int,
+    container_check_ms: int,
     log_level: str,
 ) -> None:
     """Run one httpcoord node (a cluster of one)."""
@@ -81,8 +93,14 @@ def serve(
             path_length_max=max_path_length,
             request_bytes_max=max_request_bytes,
             multi_ops_max=max_multi_ops,
+            session_ttl_min_ms=session_ttl_min_ms,
+            session_ttl_max_ms=max(session_ttl_min_ms, session_ttl_max_ms),
         ),
-        node=NodeLimits(pending_proposals_max=max_pending_writes, snapshot_entries=snapshot_entries),
+        node=NodeLimits(
+            pending_proposals_max=max_pending_writes,
+            snapshot_entries=snapshot_entries,
+            container_check_ms=container_check_ms,
+        ),
     )
     try:
         import uvloop

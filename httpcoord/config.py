@@ -18,6 +18,8 @@ class Limits:
     path_length_max: int = 1024  # characters in a znode path
     request_bytes_max: int = 8 * 1024 * 1024  # a JSON request body (multi)
     multi_ops_max: int = 1000  # ops in one multi
+    session_ttl_min_ms: int = 2000  # a requested session ttl is clamped into
+    session_ttl_max_ms: int = 60_000  # [min, max], as ZooKeeper negotiates timeouts
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from httpcoord.cluster.sqlite_log import KIND_TXN, LogEntry, SqliteLog
-from httpcoord.errors import CoordError, TooManyRequests, Unavailable
+from httpcoord.cluster.sessions import SessionTracker
+from httpcoord.errors import CoordError, SessionExpired, TooManyRequests, Unavailable
 from httpcoord.tree.tree import Event, Tree, TxnResult
-from httpcoord.tree.txn import Op, Txn, decode_txn, encode_txn
+from httpcoord.tree.txn import (
+    CloseSessionOp,
+    Op,
+    OpenSessionOp,
+    ReapOp,
+    Txn,
+    decode_txn,
+    encode_txn,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +47,10 @@ class NodeLimits:
     pending_proposals_max: int = 20_000  # queued, not yet durable; beyond: 429
     snapshot_entries: int = 100_000  # snapshot after this many entries past the last one
     snapshot_log_bytes: int = 256 * 1024 * 1024  # ... or this many log bytes
+    session_check_ms: int = 100  # how often deadlines are checked: expiry lateness
+    container_check_ms: int = 5000  # how often containers and TTL nodes are reaped
+    expire_batch_max: int = 1000  # sessions expired per check
+    reap_batch_max: int = 1000  # nodes reaped per check
 
 
 @dataclass(slots=True)
@@ -60,6 +73,7 @@ class LocalNode:
         limits: NodeLimits,
         lock_fd: int,
         wall_ms: Callable[[], int],
+        monotonic_ms: Callable[[], int],
     ) -> None:
         self.log_store = log_store
         self.tree = tree
@@ -69,6 +83,14 @@ class LocalNode:
         self._log_bytes_since_snapshot = 0
         self._lock_fd = lock_fd
         self._wall_ms = wall_ms
+        self._monotonic_ms = monotonic_ms
+        # This node is the expiry authority (in a cluster: the leader). Every
+        # session recovered from disk starts with its full ttl.
+        self.sessions = SessionTracker()
+        now = monotonic_ms()
+        for session in tree.sessions.values():
+            self.sessions.open(session.id, session.ttl_ms, now)
+        self._maintenance: asyncio.Task[None] | None = None
         self._pending: deque[_Proposal] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -86,6 +108,7 @@ class LocalNode:
         data_dir: Path,
         limits: NodeLimits | None = None,
         wall_ms: Callable[[], int] | None = None,
+        monotonic_ms: Callable[[], int] | None = None,
     ) -> LocalNode:
         """Open the data dir (exclusively), load the snapshot and replay the log."""
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -103,11 +126,18 @@ class LocalNode:
         return cls(
             log_store, tree, applied, snap_index, limits or NodeLimits(), lock_fd,
             wall_ms or (lambda: time.time_ns() // 1_000_000),
+            monotonic_ms or (lambda: time.monotonic_ns() // 1_000_000),
         )
 
-    def start(self) -> None:
+    def start(self, maintenance: bool = True) -> None:
+        """Start the commit loop and, unless a test drives them by hand with
+        its own clock, the periodic session expiry and node reaping."""
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._commit_loop(), name="commit-loop")
+        if maintenance:
+            self._maintenance = self._loop.create_task(
+                self._maintenance_loop(), name="maintenance"
+            )
 
     async def close(self) -> None:
         """Finish the batch in flight (never cut an fsync short, so no proposer
@@ -115,6 +145,10 @@ class LocalNode:
         what is still queued, close storage."""
         self._closing = True
         self._wakeup.set()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         if self._task is not None:
             await self._task
         self._fail_pending(Unavailable("node is shutting down"))
@@ -190,13 +224,68 @@ class LocalNode:
             except CoordError as exc:
                 _settle(p.future, exc=exc)
                 continue
+            self._track_sessions(p.txn)
             for listener in self.listeners:
                 listener(events)
             _settle(p.future, result=result)
 
+    def _track_sessions(self, txn: Txn) -> None:
+        for op in txn.ops:
+            if isinstance(op, OpenSessionOp):
+                self.sessions.open(op.session_id, op.ttl_ms, self._monotonic_ms())
+            elif isinstance(op, CloseSessionOp):
+                self.sessions.forget(op.session_id)
+
     def _fail_pending(self, exc: CoordError) -> None:
         while self._pending:
             _settle(self._pending.popleft().future, exc=exc)
+
+    # ---- sessions and reaping ---------------------------------------------------
+
+    def heartbeat(self, session_id: str) -> int:
+        """Keep a session alive; returns its ttl. No log entry: cheap."""
+        if not self.sessions.touch(session_id, self._monotonic_ms()):
+            raise SessionExpired(session=session_id)
+        return self.tree.sessions[session_id].ttl_ms
+
+    def session_expires_in_ms(self, session_id: str) -> int | None:
+        return self.sessions.remaining_ms(session_id, self._monotonic_ms())
+
+    async def expire_sessions(self) -> list[str]:
+        """Close, each in its own txn, every session past its deadline."""
+        due = self.sessions.due(self._monotonic_ms(), self.limits.expire_batch_max)
+        outcomes = await asyncio.gather(
+            *(self.propose((CloseSessionOp(sid, expired=True),)) for sid in due),
+            return_exceptions=True,
+        )
+        for sid, outcome in zip(due, outcomes):
+            if isinstance(outcome, BaseException) and not isinstance(outcome, SessionExpired):
+                log.warning("expiring session %s failed: %r; will retry", sid, outcome)
+                self.sessions.retry(sid, self._monotonic_ms())
+        return due
+
+    async def reap(self) -> list[str]:
+        """Remove containers emptied of their children and expired TTL nodes."""
+        due = self.tree.reap_candidates(self._wall_ms(), self.limits.reap_batch_max)
+        outcomes = await asyncio.gather(
+            *(self.propose((ReapOp(path, czxid),)) for path, czxid in due),
+            return_exceptions=True,
+        )
+        # A refusal means the node changed since it was seen: nothing to do.
+        return [path for (path, _), o in zip(due, outcomes) if not isinstance(o, BaseException)]
+
+    async def _maintenance_loop(self) -> None:
+        check_s = self.limits.session_check_ms / 1000
+        next_reap = self._monotonic_ms() + self.limits.container_check_ms
+        while True:
+            await asyncio.sleep(check_s)
+            try:
+                await self.expire_sessions()
+                if self._monotonic_ms() >= next_reap:
+                    next_reap = self._monotonic_ms() + self.limits.container_check_ms
+                    await self.reap()
+            except Unavailable:
+                pass  # storage failed or shutting down: nothing more to decide
 
     # ---- snapshots ------------------------------------------------------------
 

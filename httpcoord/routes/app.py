@@ -14,7 +14,7 @@ from aiohttp import web
 
 from httpcoord.cluster.node import LocalNode
 from httpcoord.config import Config
-from httpcoord.routes import meta, multi, nodes
+from httpcoord.routes import meta, multi, nodes, sessions
 from httpcoord.routes.keys import CONFIG, NODE
 from httpcoord.routes.problems import problems_middleware
 
@@ -32,6 +32,7 @@ def create_app(config: Config) -> web.Application:
     app.cleanup_ctx.append(_node_lifecycle)
     app.add_routes(nodes.routes)
     app.add_routes(multi.routes)
+    app.add_routes(sessions.routes)
     app.add_routes(meta.routes)
     return app
 

@@ -16,6 +16,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+TtlMs = Annotated[int, Field(ge=0, le=2**40 - 1)]
+
+
 class CreateOpIn(_Strict):
     op: Literal["create"]
     path: str
@@ -23,6 +26,9 @@ class CreateOpIn(_Strict):
     encoding: Encoding = "utf-8"
     sequential: bool = False
     parents: bool = False
+    ephemeral: bool = False  # owned by the session in the X-Coord-Session header
+    container: bool = False
+    ttl_ms: TtlMs = 0
 
 
 class SetOpIn(_Strict):
@@ -51,6 +57,44 @@ OpIn = Annotated[CreateOpIn | SetOpIn | DeleteOpIn | CheckOpIn, Field(discrimina
 
 class MultiRequest(_Strict):
     ops: list[OpIn]
+
+
+class SessionRequest(_Strict):
+    ttl_ms: Annotated[int, Field(ge=0)]
+
+
+class SessionOut(BaseModel):
+    id: str
+    ttl_ms: int
+    zxid: int
+
+
+class SessionSummary(BaseModel):
+    id: str
+    ttl_ms: int
+    ephemeral_count: int
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionSummary]
+
+
+class SessionDetail(BaseModel):
+    id: str
+    ttl_ms: int
+    expires_in_ms: int | None
+    ephemerals: list[str]
+
+
+class HeartbeatOut(BaseModel):
+    id: str
+    ttl_ms: int
+
+
+class SessionClosedOut(BaseModel):
+    id: str
+    zxid: int
+    deleted: list[str]
 
 
 class Stat(BaseModel):
@@ -110,6 +154,7 @@ class Problem(BaseModel):
     code: str
     detail: str
     path: str | None = None  # the znode the error is about
+    session: str | None = None  # SessionExpired: the session id
     version: int | None = None  # BadVersion: the node's current version
     limit: int | None = None  # PayloadTooLarge: the limit in bytes
     errors: list[dict[str, object]] | None = None  # BadArguments: what the body got wrong

@@ -13,7 +13,9 @@ from httpcoord.errors import BadArguments, CoordError, MultiFailed, PayloadTooLa
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
 from httpcoord.routes.models import CheckOpIn, CreateOpIn, DeleteOpIn, MultiRequest, SetOpIn
 from httpcoord.routes.params import path_length_max, query, read_body
+from httpcoord.routes.sessions import session_of
 from httpcoord.tree.paths import validate_path
+from httpcoord.tree.tree import check_node_kind
 from httpcoord.tree.txn import CheckOp, CreateOp, DeleteOp, Op, SetDataOp
 
 routes = web.RouteTableDef()
@@ -35,7 +37,9 @@ async def multi(request: web.Request) -> web.Response:
         request_model = MultiRequest.model_validate(doc)
     except ValidationError as exc:
         raise BadArguments("invalid multi request", errors=_errors(exc)) from None
-    ops = _to_ops(request_model, limits)
+    needs_session = any(isinstance(o, CreateOpIn) and o.ephemeral for o in request_model.ops)
+    owner = session_of(request) if needs_session else ""
+    ops = _to_ops(request_model, limits, owner)
     node = request.app[NODE]
     if not ops:
         # Nothing to do: answer at once, take no zxid.
@@ -56,23 +60,28 @@ def _ok(body: object, zxid: int) -> web.Response:
     return response
 
 
-def _to_ops(request_model: MultiRequest, limits: Limits) -> tuple[Op, ...]:
+def _to_ops(request_model: MultiRequest, limits: Limits, owner: str) -> tuple[Op, ...]:
     """Edge checks per op; a refusal names the op, as a failed multi does."""
     ops: list[Op] = []
     count = len(request_model.ops)
     for index, item in enumerate(request_model.ops):
         try:
-            ops.append(_to_op(item, limits))
+            ops.append(_to_op(item, limits, owner))
         except CoordError as exc:
             raise MultiFailed(index, exc, count) from None
     return tuple(ops)
 
 
-def _to_op(item: CreateOpIn | SetOpIn | DeleteOpIn | CheckOpIn, limits: Limits) -> Op:
+def _to_op(item: CreateOpIn | SetOpIn | DeleteOpIn | CheckOpIn, limits: Limits, owner: str) -> Op:
     sequential = isinstance(item, CreateOpIn) and item.sequential
     path = validate_path(item.path, sequential=sequential, max_length=path_length_max(limits, sequential))
     if isinstance(item, CreateOpIn):
-        return CreateOp(path, _data(item.data, item.encoding, limits), sequential, item.parents)
+        check_node_kind(path, item.ephemeral, item.container, item.ttl_ms)
+        data = _data(item.data, item.encoding, limits)
+        return CreateOp(
+            path, data, sequential, item.parents, owner if item.ephemeral else "",
+            item.container, item.ttl_ms,
+        )
     if isinstance(item, SetOpIn):
         return SetDataOp(path, _data(item.data, item.encoding, limits), item.version)
     if isinstance(item, DeleteOpIn):

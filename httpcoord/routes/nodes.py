@@ -10,6 +10,7 @@ from aiohttp import web
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
 from httpcoord.routes.params import (
     flag,
+    integer,
     path_length_max,
     query,
     read_body,
@@ -17,6 +18,8 @@ from httpcoord.routes.params import (
     znode_path,
 )
 from httpcoord.routes.render import encode_data, stat_headers
+from httpcoord.routes.sessions import session_of
+from httpcoord.tree.tree import TTL_MS_MAX, check_node_kind
 from httpcoord.tree.txn import CreateOp, DeleteOp, SetDataOp
 
 routes = web.RouteTableDef()
@@ -27,7 +30,7 @@ JSON = "application/json"
 
 _GET_PARAMS = frozenset({"children", "raw"})
 _HEAD_PARAMS = frozenset[str]()
-_CREATE_PARAMS = frozenset({"sequential", "parents"})
+_CREATE_PARAMS = frozenset({"sequential", "parents", "ephemeral", "container", "ttl_ms"})
 _SET_PARAMS = frozenset({"version"})
 _DELETE_PARAMS = frozenset({"version", "recursive"})
 
@@ -74,8 +77,12 @@ async def create_node(request: web.Request) -> web.Response:
     path = znode_path(
         request, sequential=sequential, max_length=path_length_max(limits, sequential)
     )
+    ephemeral, container = flag(q, "ephemeral"), flag(q, "container")
+    ttl_ms = integer(q, "ttl_ms", 1, TTL_MS_MAX) or 0
+    check_node_kind(path, ephemeral, container, ttl_ms)
+    owner = session_of(request) if ephemeral else ""
     data = await read_body(request, limits.data_bytes_max)
-    op = CreateOp(path, data, sequential=sequential, parents=flag(q, "parents"))
+    op = CreateOp(path, data, sequential, flag(q, "parents"), owner, container, ttl_ms)
     txn = await request.app[NODE].propose((op,))
     result = txn.results[0]
     response = _json({"path": result.path, "zxid": txn.zxid, "stat": result.stat}, 201, txn.zxid)

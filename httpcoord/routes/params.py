@@ -76,6 +76,19 @@ def version(q: MultiMapping[str], name: str = "version") -> int:
     return parse_version(value, name)
 
 
+def integer(q: MultiMapping[str], name: str, low: int, high: int) -> int | None:
+    value = q.get(name)
+    if value is None:
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadArguments(f"{name} must be an integer, got {value!r}") from None
+    if not low <= n <= high:
+        raise BadArguments(f"{name} must be between {low} and {high}, got {n}")
+    return n
+
+
 def parse_version(value: str, name: str = "version") -> int:
     try:
         v = int(value)

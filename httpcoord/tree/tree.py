@@ -25,12 +25,25 @@ from httpcoord.errors import (
     NoNode,
     NodeExists,
     NotEmpty,
+    SessionExpired,
 )
 from httpcoord.tree.paths import ROOT, join, name_of, parent_of, sequence_name, validate_path
 from httpcoord.tree.stat import Stat
-from httpcoord.tree.txn import ANY_VERSION, CheckOp, CreateOp, DeleteOp, Op, SetDataOp, Txn
+from httpcoord.tree.txn import (
+    ANY_VERSION,
+    CheckOp,
+    CloseSessionOp,
+    CreateOp,
+    DeleteOp,
+    OpenSessionOp,
+    Op,
+    ReapOp,
+    SetDataOp,
+    Txn,
+)
 
 SNAPSHOT_FORMAT_VERSION = 1
+TTL_MS_MAX = 2**40 - 1  # ZooKeeper's bound on a TTL node's ttl
 
 
 @dataclass(slots=True)
@@ -45,7 +58,17 @@ class Node:
     cversion: int = 0
     aversion: int = 0
     ephemeral_owner: str = ""
+    container: bool = False
+    ttl_ms: int = 0
     children: set[str] = field(default_factory=set)
+
+    @property
+    def kind(self) -> str:
+        if self.ephemeral_owner:
+            return "ephemeral"
+        if self.container:
+            return "container"
+        return "ttl" if self.ttl_ms else "persistent"
 
     def stat(self) -> Stat:
         return Stat(
@@ -63,6 +86,13 @@ class Node:
         )
 
 
+@dataclass(slots=True)
+class Session:
+    id: str
+    ttl_ms: int  # negotiated at open; the expiry authority enforces it
+    ephemerals: set[str] = field(default_factory=set)
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     type: str  # created | deleted | data_changed | children_changed
@@ -73,10 +103,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class OpResult:
-    op: str  # create | set | delete | check
-    path: str
+    op: str  # create | set | delete | check | open_session | close_session | reap
+    path: str  # the node; for session ops, the session id
     stat: Stat | None = None  # after the op; None for delete and check
     created: bool = False  # a set that created its node (upsert)
+    deleted: tuple[str, ...] = ()  # close_session: the ephemerals it removed
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +121,8 @@ _UNDO_INSERT = 0  # (kind, path): remove the inserted node
 _UNDO_REMOVE = 1  # (kind, path, node): put the removed node back
 _UNDO_FIELDS = 2  # (kind, node, data, mzxid, pzxid, mtime, version, cversion)
 _UNDO_UNLINK = 3  # (kind, parent node, child name): give the parent its child back
+_UNDO_SESSION_OPEN = 4  # (kind, session id): forget the session
+_UNDO_SESSION_CLOSE = 5  # (kind, session): bring the session back
 
 
 class Tree:
@@ -98,6 +131,10 @@ class Tree:
     def __init__(self) -> None:
         self._nodes: dict[str, Node] = {ROOT: Node(b"", 0, 0, 0, 0, 0)}
         self.zxid = 0
+        self.sessions: dict[str, Session] = {}
+        # Nodes the reaper must look at, so that it never scans the tree.
+        self._containers: set[str] = set()
+        self._ttl_nodes: set[str] = set()
         # Per-txn scratch state, valid only inside apply().
         self._undo: list[tuple[Any, ...]] = []
         self._events: list[Event] = []
@@ -118,6 +155,21 @@ class Tree:
 
     def children(self, path: str) -> list[str]:
         return sorted(self.get(path).children)
+
+    def reap_candidates(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """(path, czxid) of up to ``limit`` nodes due for removal: containers
+        that have had a child and are empty, TTL nodes childless and
+        unmodified for their ttl. ``ReapOp`` checks it all again at apply."""
+        due: list[tuple[str, int]] = []
+        for path in sorted(self._containers):
+            node = self._nodes[path]
+            if node.cversion > 0 and not node.children:
+                due.append((path, node.czxid))
+        for path in sorted(self._ttl_nodes):
+            node = self._nodes[path]
+            if not node.children and now_ms - node.mtime >= node.ttl_ms:
+                due.append((path, node.czxid))
+        return due[:limit]
 
     # ---- writes ------------------------------------------------------------
 
@@ -153,10 +205,19 @@ class Tree:
             return self._delete(op, zxid)
         if isinstance(op, CheckOp):
             return self._check(op)
+        if isinstance(op, OpenSessionOp):
+            return self._open_session(op)
+        if isinstance(op, CloseSessionOp):
+            return self._close_session(op, zxid)
+        if isinstance(op, ReapOp):
+            return self._reap(op, zxid, time_ms)
         raise BadArguments(f"unknown op {op!r}")
 
     def _create(self, op: CreateOp, zxid: int, time_ms: int) -> OpResult:
         validate_path(op.path, sequential=op.sequential)
+        check_node_kind(op.path, bool(op.ephemeral_owner), op.container, op.ttl_ms)
+        if op.ephemeral_owner and op.ephemeral_owner not in self.sessions:
+            raise SessionExpired(session=op.ephemeral_owner)
         parent_path = parent_of(op.path + "0") if op.sequential else parent_of(op.path)
         if op.path == ROOT and not op.sequential:
             raise NodeExists(path=ROOT)
@@ -170,7 +231,9 @@ class Tree:
             raise NodeExists(path=path)
         if parent.ephemeral_owner:
             raise NoChildrenForEphemerals(path=path)
-        node = self._insert(path, parent_path, parent, op.data, zxid, time_ms)
+        node = Node(op.data, zxid, zxid, zxid, time_ms, time_ms, ephemeral_owner=op.ephemeral_owner,
+                    container=op.container, ttl_ms=op.ttl_ms)
+        self._insert(path, parent_path, parent, node, zxid)
         return OpResult("create", path, node.stat())
 
     def _create_parents(self, path: str, zxid: int, time_ms: int) -> Node:
@@ -184,16 +247,14 @@ class Tree:
         if parent.ephemeral_owner:
             raise NoChildrenForEphemerals(path=missing[-1])
         for p in reversed(missing):
-            parent = self._insert(p, up, parent, b"", zxid, time_ms)
+            parent = self._insert(p, up, parent, Node(b"", zxid, zxid, zxid, time_ms, time_ms), zxid)
             up = p
         return parent
 
-    def _insert(
-        self, path: str, parent_path: str, parent: Node, data: bytes, zxid: int, time_ms: int
-    ) -> Node:
-        node = Node(data, zxid, zxid, zxid, time_ms, time_ms)
+    def _insert(self, path: str, parent_path: str, parent: Node, node: Node, zxid: int) -> Node:
         self._save_fields(parent)
         self._nodes[path] = node
+        self._index(path, node)
         parent.children.add(name_of(path))
         parent.cversion += 1
         parent.pzxid = zxid
@@ -230,19 +291,23 @@ class Tree:
         _check_version(op.path, node, op.version)
         if node.children and not op.recursive:
             raise NotEmpty(path=op.path)
+        self._unlink(op.path, zxid)
+        return OpResult("delete", op.path)
+
+    def _unlink(self, top: str, zxid: int) -> None:
+        """Remove ``top`` and its subtree; the surviving parent records it."""
         # Children first, deepest first, so every event names a node that the
         # tree no longer holds and the parent it left still exists.
-        for path in self._subtree_post_order(op.path):
+        for path in self._subtree_post_order(top):
             self._remove(path, zxid)
-        parent_path = parent_of(op.path)
+        parent_path = parent_of(top)
         parent = self._nodes[parent_path]
         self._save_fields(parent)
-        parent.children.discard(name_of(op.path))
-        self._undo.append((_UNDO_UNLINK, parent, name_of(op.path)))
+        parent.children.discard(name_of(top))
+        self._undo.append((_UNDO_UNLINK, parent, name_of(top)))
         parent.cversion += 1
         parent.pzxid = zxid
         self._events.append(Event("children_changed", parent_path, zxid, parent.stat()))
-        return OpResult("delete", op.path)
 
     def _subtree_post_order(self, top: str) -> list[str]:
         order: list[str] = []
@@ -260,8 +325,45 @@ class Tree:
     def _remove(self, path: str, zxid: int) -> None:
         """Remove one node from the map; the caller updates the surviving parent."""
         node = self._nodes.pop(path)
+        self._unindex(path, node)
         self._undo.append((_UNDO_REMOVE, path, node))
         self._events.append(Event("deleted", path, zxid, None))
+
+    def _open_session(self, op: OpenSessionOp) -> OpResult:
+        if not op.session_id or op.session_id in self.sessions:
+            raise BadArguments("session id is empty or taken", session=op.session_id)
+        if op.ttl_ms <= 0:
+            raise BadArguments("session ttl must be positive")
+        self.sessions[op.session_id] = Session(op.session_id, op.ttl_ms)
+        self._undo.append((_UNDO_SESSION_OPEN, op.session_id))
+        return OpResult("open_session", op.session_id)
+
+    def _close_session(self, op: CloseSessionOp, zxid: int) -> OpResult:
+        """Close a session and remove its ephemerals, all in this one txn."""
+        session = self.sessions.get(op.session_id)
+        if session is None:
+            raise SessionExpired(session=op.session_id)
+        # Sorted: set order differs between processes, event order must not.
+        deleted = tuple(sorted(session.ephemerals))
+        for path in deleted:
+            self._unlink(path, zxid)
+        del self.sessions[op.session_id]
+        self._undo.append((_UNDO_SESSION_CLOSE, session))
+        return OpResult("close_session", op.session_id, deleted=deleted)
+
+    def _reap(self, op: ReapOp, zxid: int, time_ms: int) -> OpResult:
+        node = self._nodes.get(op.path)
+        if node is None or node.czxid != op.czxid:
+            raise NoNode(path=op.path)
+        if node.children:
+            raise NotEmpty(path=op.path)
+        if node.container:
+            if node.cversion == 0:
+                raise BadArguments("container never had a child", path=op.path)
+        elif not node.ttl_ms or time_ms - node.mtime < node.ttl_ms:
+            raise BadArguments("node is not due for reaping", path=op.path)
+        self._unlink(op.path, zxid)
+        return OpResult("reap", op.path)
 
     def _check(self, op: CheckOp) -> OpResult:
         validate_path(op.path)
@@ -270,6 +372,24 @@ class Tree:
             raise NoNode(path=op.path)
         _check_version(op.path, node, op.version)
         return OpResult("check", op.path)
+
+    # ---- indexes --------------------------------------------------------------
+
+    def _index(self, path: str, node: Node) -> None:
+        if node.ephemeral_owner:
+            self.sessions[node.ephemeral_owner].ephemerals.add(path)
+        elif node.container:
+            self._containers.add(path)
+        elif node.ttl_ms:
+            self._ttl_nodes.add(path)
+
+    def _unindex(self, path: str, node: Node) -> None:
+        if node.ephemeral_owner:
+            self.sessions[node.ephemeral_owner].ephemerals.discard(path)
+        elif node.container:
+            self._containers.discard(path)
+        elif node.ttl_ms:
+            self._ttl_nodes.discard(path)
 
     # ---- undo ---------------------------------------------------------------
 
@@ -284,13 +404,18 @@ class Tree:
             kind = record[0]
             if kind == _UNDO_INSERT:
                 path = record[1]
-                del self._nodes[path]
+                self._unindex(path, self._nodes.pop(path))
                 self._nodes[parent_of(path)].children.discard(name_of(path))
             elif kind == _UNDO_REMOVE:
                 path, node = record[1], record[2]
                 self._nodes[path] = node
+                self._index(path, node)
             elif kind == _UNDO_UNLINK:
                 record[1].children.add(record[2])
+            elif kind == _UNDO_SESSION_OPEN:
+                del self.sessions[record[1]]
+            elif kind == _UNDO_SESSION_CLOSE:
+                self.sessions[record[1].id] = record[1]
             else:
                 _, node, data, mzxid, pzxid, mtime, version, cversion = record
                 node.data, node.mzxid, node.pzxid, node.mtime = data, mzxid, pzxid, mtime
@@ -304,14 +429,18 @@ class Tree:
         """The whole tree as canonical JSON chunks: a header, then nodes sorted
         by path. Two trees are equal exactly when their chunks are equal."""
         paths = sorted(self._nodes)
-        yield orjson.dumps({"v": SNAPSHOT_FORMAT_VERSION, "zxid": self.zxid, "nodes": len(paths)})
+        sessions = [[s.id, s.ttl_ms] for s in sorted(self.sessions.values(), key=lambda s: s.id)]
+        yield orjson.dumps(
+            {"v": SNAPSHOT_FORMAT_VERSION, "zxid": self.zxid, "nodes": len(paths), "sessions": sessions}
+        )
         for start in range(0, len(paths), nodes_per_chunk):
             rows = []
             for path in paths[start : start + nodes_per_chunk]:
                 n = self._nodes[path]
                 rows.append(
                     (path, base64.b64encode(n.data).decode("ascii"), n.czxid, n.mzxid, n.pzxid,
-                     n.ctime, n.mtime, n.version, n.cversion, n.aversion, n.ephemeral_owner)
+                     n.ctime, n.mtime, n.version, n.cversion, n.aversion, n.ephemeral_owner,
+                     n.container, n.ttl_ms)
                 )
             yield orjson.dumps(rows)
 
@@ -322,16 +451,18 @@ class Tree:
         if header.get("v") != SNAPSHOT_FORMAT_VERSION:
             raise ValueError(f"unknown snapshot format {header.get('v')!r}")
         tree = cls()
+        tree.sessions = {sid: Session(sid, ttl) for sid, ttl in header["sessions"]}
         nodes = tree._nodes
         nodes.clear()
         for chunk in it:
-            for path, data, czxid, mzxid, pzxid, ctime, mtime, ver, cver, aver, owner in orjson.loads(chunk):
+            for row in orjson.loads(chunk):
+                path, data, czxid, mzxid, pzxid, ctime, mtime, ver, cver, aver, owner, cont, ttl = row
                 nodes[path] = Node(base64.b64decode(data), czxid, mzxid, pzxid, ctime, mtime,
-                                   ver, cver, aver, owner)
-        # Paths were sorted, so every parent is already present.
-        for path in nodes:
+                                   ver, cver, aver, owner, cont, ttl)
+        for path, node in nodes.items():
             if path != ROOT:
                 nodes[parent_of(path)].children.add(name_of(path))
+                tree._index(path, node)
         if len(nodes) != header["nodes"] or ROOT not in nodes:
             raise ValueError("snapshot is incomplete")
         tree.zxid = header["zxid"]
@@ -339,6 +470,14 @@ class Tree:
 
     def snapshot_bytes(self) -> bytes:
         return b"\n".join(self.snapshot_chunks())
+
+
+def check_node_kind(path: str, ephemeral: bool, container: bool, ttl_ms: int) -> None:
+    """One kind per node: ephemeral, container, TTL or plain persistent."""
+    if ephemeral + container + bool(ttl_ms) > 1:
+        raise BadArguments("ephemeral, container and ttl_ms exclude each other", path=path)
+    if not 0 <= ttl_ms <= TTL_MS_MAX:
+        raise BadArguments(f"ttl_ms must be between 1 and {TTL_MS_MAX}", path=path)
 
 
 def _creates_under(parent: Node) -> int:

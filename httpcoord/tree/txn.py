@@ -26,6 +26,9 @@ class CreateOp:
     data: bytes = b""
     sequential: bool = False
     parents: bool = False
+    ephemeral_owner: str = ""  # a session id makes the node ephemeral
+    container: bool = False  # reaped once it has had children and is empty again
+    ttl_ms: int = 0  # > 0: reaped once unmodified this long and childless
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +53,29 @@ class CheckOp:
     version: int = ANY_VERSION
 
 
-Op = CreateOp | SetDataOp | DeleteOp | CheckOp
+@dataclass(frozen=True, slots=True)
+class OpenSessionOp:
+    session_id: str  # chosen at random by the node that accepted the request
+    ttl_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSessionOp:
+    session_id: str
+    expired: bool = False  # closed by the expiry authority, not by its client
+
+
+@dataclass(frozen=True, slots=True)
+class ReapOp:
+    """The server's removal of a container or TTL node. Carries the czxid the
+    reaper saw, so a node deleted and created again in between is left alone;
+    the conditions are checked again at apply time."""
+
+    path: str
+    czxid: int
+
+
+Op = CreateOp | SetDataOp | DeleteOp | CheckOp | OpenSessionOp | CloseSessionOp | ReapOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +98,12 @@ def _op_to_json(op: Op) -> dict[str, Any]:
             d["sequential"] = True
         if op.parents:
             d["parents"] = True
+        if op.ephemeral_owner:
+            d["ephemeral_owner"] = op.ephemeral_owner
+        if op.container:
+            d["container"] = True
+        if op.ttl_ms:
+            d["ttl_ms"] = op.ttl_ms
         return d
     if isinstance(op, SetDataOp):
         d = {"op": "set", "path": op.path, "data": _b64(op.data), "version": op.version}
@@ -84,7 +115,13 @@ def _op_to_json(op: Op) -> dict[str, Any]:
         if op.recursive:
             d["recursive"] = True
         return d
-    return {"op": "check", "path": op.path, "version": op.version}
+    if isinstance(op, CheckOp):
+        return {"op": "check", "path": op.path, "version": op.version}
+    if isinstance(op, OpenSessionOp):
+        return {"op": "open_session", "session": op.session_id, "ttl_ms": op.ttl_ms}
+    if isinstance(op, CloseSessionOp):
+        return {"op": "close_session", "session": op.session_id, "expired": op.expired}
+    return {"op": "reap", "path": op.path, "czxid": op.czxid}
 
 
 def encode_txn(txn: Txn) -> bytes:
@@ -110,6 +147,9 @@ def _op_from_json(d: dict[str, Any]) -> Op:
             base64.b64decode(d["data"], validate=True),
             bool(d.get("sequential", False)),
             bool(d.get("parents", False)),
+            str(d.get("ephemeral_owner", "")),
+            bool(d.get("container", False)),
+            int(d.get("ttl_ms", 0)),
         )
     if kind == "set":
         return SetDataOp(
@@ -122,6 +162,12 @@ def _op_from_json(d: dict[str, Any]) -> Op:
         return DeleteOp(d["path"], int(d["version"]), bool(d.get("recursive", False)))
     if kind == "check":
         return CheckOp(d["path"], int(d["version"]))
+    if kind == "open_session":
+        return OpenSessionOp(str(d["session"]), int(d["ttl_ms"]))
+    if kind == "close_session":
+        return CloseSessionOp(str(d["session"]), bool(d["expired"]))
+    if kind == "reap":
+        return ReapOp(d["path"], int(d["czxid"]))
     raise TxnDecodeError(f"unknown op {kind!r}")
 
 

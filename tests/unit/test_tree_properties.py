@@ -10,9 +10,12 @@ from httpcoord.errors import CoordError
 from httpcoord.tree.tree import Tree
 from httpcoord.tree.txn import (
     CheckOp,
+    CloseSessionOp,
     CreateOp,
     DeleteOp,
     Op,
+    OpenSessionOp,
+    ReapOp,
     SetDataOp,
     Txn,
     decode_txn,
@@ -25,8 +28,16 @@ paths = st.sampled_from(PATHS)
 versions = st.integers(min_value=-1, max_value=3)
 data = st.binary(max_size=8)
 
+sessions = st.sampled_from(["s1", "s2"])
+owners = st.sampled_from(["", "", "s1", "s2"])
+
 ops: st.SearchStrategy[Op] = st.one_of(
     st.builds(CreateOp, paths, data, st.booleans(), st.booleans()),
+    st.builds(CreateOp, paths, data, st.booleans(), st.booleans(), owners, st.booleans(),
+              st.sampled_from([0, 0, 5, 10**6])),
+    st.builds(OpenSessionOp, sessions, st.sampled_from([1000, 5000])),
+    st.builds(CloseSessionOp, sessions, st.booleans()),
+    st.builds(ReapOp, paths, st.integers(min_value=0, max_value=20)),
     st.builds(SetDataOp, paths, data, versions, st.booleans()),
     st.builds(DeleteOp, paths, versions, st.booleans()),
     st.builds(CheckOp, paths, versions),
@@ -97,8 +108,13 @@ def test_multi_is_atomic_and_equals_its_ops_in_sequence(log: list[Txn], multi_op
     # the multi used one, the singles one each).
     for path in _paths(one_by_one):
         a, b = tree.get(path), one_by_one.get(path)
-        assert (a.data, a.version, a.cversion, a.children) == (b.data, b.version, b.cversion, b.children)
+        assert (a.data, a.version, a.cversion, a.children, a.kind, a.ephemeral_owner) == (
+            b.data, b.version, b.cversion, b.children, b.kind, b.ephemeral_owner
+        )
     assert _paths(tree) == _paths(one_by_one)
+    assert {k: v.ephemerals for k, v in tree.sessions.items()} == {
+        k: v.ephemerals for k, v in one_by_one.sessions.items()
+    }
 
 
 def _paths(tree: Tree) -> list[str]:

@@ -1,0 +1,114 @@
+"""``/v1/sessions``: ZooKeeper sessions as HTTP leases.
+
+Opening and closing are txns (durable, replicated); a heartbeat only moves
+the deadline on the expiry authority, so it stays cheap.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import orjson
+from aiohttp import web
+from pydantic import ValidationError
+
+from httpcoord.errors import BadArguments, SessionExpired
+from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
+from httpcoord.routes.models import SessionRequest
+from httpcoord.routes.params import query, read_body
+from httpcoord.tree.txn import CloseSessionOp, OpenSessionOp
+
+routes = web.RouteTableDef()
+
+SESSION_HEADER = "X-Coord-Session"
+_SESSION_BODY_BYTES_MAX = 4096
+_NO_PARAMS = frozenset[str]()
+
+
+def _json(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
+    response = web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    if zxid is not None:
+        response.headers[ZXID_HEADER] = str(zxid)
+    return response
+
+
+def session_of(request: web.Request) -> str:
+    """The session an ephemeral create names (and keeps alive)."""
+    session_id = request.headers.get(SESSION_HEADER)
+    if not session_id:
+        raise BadArguments(f"an ephemeral node needs a session: send the {SESSION_HEADER} header")
+    # Any use of a session is a sign of life, as in ZooKeeper; an unknown
+    # one is refused here and again, authoritatively, when the txn applies.
+    request.app[NODE].heartbeat(session_id)
+    return session_id
+
+
+def new_session_id() -> str:
+    """128 random bits: one id tells nothing about another."""
+    return secrets.token_hex(16)
+
+
+@routes.post("/v1/sessions")
+async def open_session(request: web.Request) -> web.Response:
+    limits = request.app[CONFIG].limits
+    query(request, _NO_PARAMS)
+    raw = await read_body(request, _SESSION_BODY_BYTES_MAX)
+    try:
+        body = SessionRequest.model_validate_json(raw or b"{}")
+    except ValidationError as exc:
+        raise BadArguments(
+            "expected {\"ttl_ms\": <non-negative integer>}",
+            errors=[{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()],
+        ) from None
+    ttl_ms = min(max(body.ttl_ms, limits.session_ttl_min_ms), limits.session_ttl_max_ms)
+    session_id = new_session_id()
+    txn = await request.app[NODE].propose((OpenSessionOp(session_id, ttl_ms),))
+    response = _json({"id": session_id, "ttl_ms": ttl_ms, "zxid": txn.zxid}, 201, txn.zxid)
+    response.headers["Location"] = f"/v1/sessions/{session_id}"
+    return response
+
+
+@routes.get("/v1/sessions")
+async def list_sessions(request: web.Request) -> web.Response:
+    query(request, _NO_PARAMS)
+    sessions = request.app[NODE].tree.sessions
+    items = [
+        {"id": s.id, "ttl_ms": s.ttl_ms, "ephemeral_count": len(s.ephemerals)}
+        for s in sorted(sessions.values(), key=lambda s: s.id)
+    ]
+    return _json({"sessions": items})
+
+
+@routes.get("/v1/sessions/{id}")
+async def get_session(request: web.Request) -> web.Response:
+    query(request, _NO_PARAMS)
+    node = request.app[NODE]
+    session_id = request.match_info["id"]
+    session = node.tree.sessions.get(session_id)
+    if session is None:
+        raise SessionExpired(session=session_id)
+    return _json(
+        {
+            "id": session.id,
+            "ttl_ms": session.ttl_ms,
+            "expires_in_ms": node.session_expires_in_ms(session.id),
+            "ephemerals": sorted(session.ephemerals),
+        }
+    )
+
+
+@routes.post("/v1/sessions/{id}/heartbeat")
+async def heartbeat(request: web.Request) -> web.Response:
+    query(request, _NO_PARAMS)
+    session_id = request.match_info["id"]
+    ttl_ms = request.app[NODE].heartbeat(session_id)
+    return _json({"id": session_id, "ttl_ms": ttl_ms})
+
+
+@routes.delete("/v1/sessions/{id}")
+async def close_session(request: web.Request) -> web.Response:
+    query(request, _NO_PARAMS)
+    session_id = request.match_info["id"]
+    txn = await request.app[NODE].propose((CloseSessionOp(session_id),))
+    deleted = list(txn.results[0].deleted)
+    return _json({"id": session_id, "zxid": txn.zxid, "deleted": deleted}, 200, txn.zxid)
