@@ -286,7 +286,9 @@ class Checker:
                 self.fail(f"log matching: node {node.id} holds a different entry {key}")
         hs = rd.hard_state
         if hs is not None and hs.commit > node.checked_commit:
-            lo = max(node.checked_commit + 1, st.first_index())
+            # From the snapshot's index on (its term is known): a node that just
+            # installed a snapshot has only that index at or below its commit.
+            lo = max(node.checked_commit + 1, st.first_index() - 1)
             for i in range(lo, hs.commit + 1):
                 t = st.term(i)
                 known = self.committed.setdefault(i, t)
@@ -295,7 +297,8 @@ class Checker:
             node.checked_commit = hs.commit
             if hs.commit > self.max_commit:
                 self.max_commit = hs.commit
-                self.commit_points.append((hs.commit, hs.term))
+                if hs.commit in self.committed:
+                    self.commit_points.append((hs.commit, hs.term))
 
     def on_apply(self, node: SimNode, index: int, term: int, data: bytes) -> None:
         if index != node.applied + 1:
