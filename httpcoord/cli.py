@@ -32,37 +32,101 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--listen", show_envvar=True, envvar="HTTPCOORD_LISTEN", default=DEFAULT_LISTEN, callback=_listen,
-              help="client HTTP listener, HOST:PORT")
-@click.option("--data-dir", show_envvar=True, envvar="HTTPCOORD_DATA_DIR", default=DEFAULT_DATA_DIR,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="where the log and snapshots live")
-@click.option("--max-data-bytes", show_envvar=True, envvar="HTTPCOORD_MAX_DATA_BYTES", type=click.IntRange(0),
-              default=_LIMITS.data_bytes_max, help="largest znode data accepted")
-@click.option("--max-path-length", show_envvar=True, envvar="HTTPCOORD_MAX_PATH_LENGTH", type=click.IntRange(1),
-              default=_LIMITS.path_length_max, help="longest znode path, in characters")
-@click.option("--max-request-bytes", show_envvar=True, envvar="HTTPCOORD_MAX_REQUEST_BYTES",
-              type=click.IntRange(1024), default=_LIMITS.request_bytes_max,
-              help="largest JSON request body (multi)")
-@click.option("--max-multi-ops", show_envvar=True, envvar="HTTPCOORD_MAX_MULTI_OPS", type=click.IntRange(1),
-              default=_LIMITS.multi_ops_max, help="most ops in one multi")
-@click.option("--max-pending-writes", show_envvar=True, envvar="HTTPCOORD_MAX_PENDING_WRITES",
-              type=click.IntRange(1), default=_NODE.pending_proposals_max,
-              help="writes queued for the log before new ones get 429")
-@click.option("--snapshot-entries", show_envvar=True, envvar="HTTPCOORD_SNAPSHOT_ENTRIES", type=click.IntRange(1),
-              default=_NODE.snapshot_entries,
-              help="log entries after which the tree is snapshotted and the log truncated")
-@click.option("--session-ttl-min-ms", show_envvar=True, envvar="HTTPCOORD_SESSION_TTL_MIN_MS",
-              type=click.IntRange(1), default=_LIMITS.session_ttl_min_ms,
-              help="shortest session ttl granted (shorter requests are raised to it)")
-@click.option("--session-ttl-max-ms", show_envvar=True, envvar="HTTPCOORD_SESSION_TTL_MAX_MS",
-              type=click.IntRange(1), default=_LIMITS.session_ttl_max_ms,
-              help="longest session ttl granted (longer requests are lowered to it)")
-@click.option("--container-check-ms", show_envvar=True, envvar="HTTPCOORD_CONTAINER_CHECK_MS",
-              type=click.IntRange(1), default=_NODE.container_check_ms,
-              help="how often empty containers and expired TTL nodes are removed")
-@click.option("--log-level", show_envvar=True, envvar="HTTPCOORD_LOG_LEVEL", default="info",
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--listen",
+    show_envvar=True,
+    envvar="HTTPCOORD_LISTEN",
+    default=DEFAULT_LISTEN,
+    callback=_listen,
+    help="client HTTP listener, HOST:PORT",
+)
+@click.option(
+    "--data-dir",
+    show_envvar=True,
+    envvar="HTTPCOORD_DATA_DIR",
+    default=DEFAULT_DATA_DIR,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="where the log and snapshots live",
+)
+@click.option(
+    "--max-data-bytes",
+    show_envvar=True,
+    envvar="HTTPCOORD_MAX_DATA_BYTES",
+    type=click.IntRange(0),
+    default=_LIMITS.data_bytes_max,
+    help="largest znode data accepted",
+)
+@click.option(
+    "--max-path-length",
+    show_envvar=True,
+    envvar="HTTPCOORD_MAX_PATH_LENGTH",
+    type=click.IntRange(1),
+    default=_LIMITS.path_length_max,
+    help="longest znode path, in characters",
+)
+@click.option(
+    "--max-request-bytes",
+    show_envvar=True,
+    envvar="HTTPCOORD_MAX_REQUEST_BYTES",
+    type=click.IntRange(1024),
+    default=_LIMITS.request_bytes_max,
+    help="largest JSON request body (multi)",
+)
+@click.option(
+    "--max-multi-ops",
+    show_envvar=True,
+    envvar="HTTPCOORD_MAX_MULTI_OPS",
+    type=click.IntRange(1),
+    default=_LIMITS.multi_ops_max,
+    help="most ops in one multi",
+)
+@click.option(
+    "--max-pending-writes",
+    show_envvar=True,
+    envvar="HTTPCOORD_MAX_PENDING_WRITES",
+    type=click.IntRange(1),
+    default=_NODE.pending_proposals_max,
+    help="writes queued for the log before new ones get 429",
+)
+@click.option(
+    "--snapshot-entries",
+    show_envvar=True,
+    envvar="HTTPCOORD_SNAPSHOT_ENTRIES",
+    type=click.IntRange(1),
+    default=_NODE.snapshot_entries,
+    help="log entries after which the tree is snapshotted and the log truncated",
+)
+@click.option(
+    "--session-ttl-min-ms",
+    show_envvar=True,
+    envvar="HTTPCOORD_SESSION_TTL_MIN_MS",
+    type=click.IntRange(1),
+    default=_LIMITS.session_ttl_min_ms,
+    help="shortest session ttl granted (shorter requests are raised to it)",
+)
+@click.option(
+    "--session-ttl-max-ms",
+    show_envvar=True,
+    envvar="HTTPCOORD_SESSION_TTL_MAX_MS",
+    type=click.IntRange(1),
+    default=_LIMITS.session_ttl_max_ms,
+    help="longest session ttl granted (longer requests are lowered to it)",
+)
+@click.option(
+    "--container-check-ms",
+    show_envvar=True,
+    envvar="HTTPCOORD_CONTAINER_CHECK_MS",
+    type=click.IntRange(1),
+    default=_NODE.container_check_ms,
+    help="how often empty containers and expired TTL nodes are removed",
+)
+@click.option(
+    "--log-level",
+    show_envvar=True,
+    envvar="HTTPCOORD_LOG_LEVEL",
+    default="info",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def serve(
     listen: tuple[str, int],
     data_dir: Path,
@@ -118,5 +182,12 @@ def serve(
     )
     # run_app turns SIGINT and SIGTERM into a graceful shutdown: the listener
     # closes, the commit loop finishes its batch, the log is closed; exit 0.
-    web.run_app(create_app(config), host=host, port=port, loop=loop, print=None,
-                access_log=None, shutdown_timeout=5.0)
+    web.run_app(
+        create_app(config),
+        host=host,
+        port=port,
+        loop=loop,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5.0,
+    )

@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from httpcoord.cluster.sqlite_log import KIND_TXN, LogEntry, SqliteLog
 from httpcoord.cluster.sessions import SessionTracker
+from httpcoord.cluster.sqlite_log import KIND_TXN, LogEntry, SqliteLog
 from httpcoord.errors import CoordError, SessionExpired, TooManyRequests, Unavailable
 from httpcoord.tree.tree import Event, Tree, TxnResult
 from httpcoord.tree.txn import (
@@ -124,7 +124,12 @@ class LocalNode:
             os.close(lock_fd)
             raise
         return cls(
-            log_store, tree, applied, snap_index, limits or NodeLimits(), lock_fd,
+            log_store,
+            tree,
+            applied,
+            snap_index,
+            limits or NodeLimits(),
+            lock_fd,
             wall_ms or (lambda: time.time_ns() // 1_000_000),
             monotonic_ms or (lambda: time.monotonic_ns() // 1_000_000),
         )
@@ -135,9 +140,7 @@ class LocalNode:
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._commit_loop(), name="commit-loop")
         if maintenance:
-            self._maintenance = self._loop.create_task(
-                self._maintenance_loop(), name="maintenance"
-            )
+            self._maintenance = self._loop.create_task(self._maintenance_loop(), name="maintenance")
 
     async def close(self) -> None:
         """Finish the batch in flight (never cut an fsync short, so no proposer
@@ -187,9 +190,7 @@ class LocalNode:
             while self._pending and not self._closing:
                 batch = self._take_batch()
                 first = self.applied_index + 1
-                entries = [
-                    LogEntry(first + i, 0, KIND_TXN, p.data) for i, p in enumerate(batch)
-                ]
+                entries = [LogEntry(first + i, 0, KIND_TXN, p.data) for i, p in enumerate(batch)]
                 try:
                     await self.log_store.append(entries)
                 except Exception as exc:  # disk full, I/O error: stop taking writes
@@ -332,7 +333,9 @@ async def _recover(log_store: SqliteLog) -> tuple[Tree, int, int]:
 
 
 def _settle(
-    future: asyncio.Future[TxnResult], result: TxnResult | None = None, exc: BaseException | None = None
+    future: asyncio.Future[TxnResult],
+    result: TxnResult | None = None,
+    exc: BaseException | None = None,
 ) -> None:
     # The proposer may have gone away (client disconnected): nothing to tell.
     if future.done():

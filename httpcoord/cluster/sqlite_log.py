@@ -114,10 +114,13 @@ class SqliteLog:
             version = await _scalar(db, "SELECT value FROM meta WHERE key='schema_version'")
             if version is None:
                 await db.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                    "INSERT INTO meta(key, value) VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
                 )
             elif int(version) != SCHEMA_VERSION:
-                raise StorageCorrupt(f"{path} has schema version {version}, expected {SCHEMA_VERSION}")
+                raise StorageCorrupt(
+                    f"{path} has schema version {version}, expected {SCHEMA_VERSION}"
+                )
         except BaseException:
             await db.close()
             raise

@@ -60,15 +60,14 @@ class NodeCollector(Collector):
             "httpcoord_pending_proposals", "writes queued, not yet durable", node.pending_count
         )
         yield CounterMetricFamily(
-            "httpcoord_log_fsyncs", "log transactions committed (one fsync each)",
+            "httpcoord_log_fsyncs",
+            "log transactions committed (one fsync each)",
             node.log_store.fsyncs,
         )
         yield CounterMetricFamily(
             "httpcoord_log_entries", "entries appended to the log", node.log_store.entries_appended
         )
-        yield CounterMetricFamily(
-            "httpcoord_snapshots", "snapshots taken", node.snapshots_taken
-        )
+        yield CounterMetricFamily("httpcoord_snapshots", "snapshots taken", node.snapshots_taken)
 
 
 def metrics_registry(node: LocalNode) -> CollectorRegistry:

@@ -30,9 +30,10 @@ async def multi(request: web.Request) -> web.Response:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadArguments(f"body is not valid JSON: {exc}") from None
-    if isinstance(doc, dict) and isinstance(doc.get("ops"), list):
-        if len(doc["ops"]) > limits.multi_ops_max:
-            raise BadArguments(f"a multi holds at most {limits.multi_ops_max} ops")
+    # Count before validating, so a huge op list costs no model building.
+    ops_in = doc.get("ops") if isinstance(doc, dict) else None
+    if isinstance(ops_in, list) and len(ops_in) > limits.multi_ops_max:
+        raise BadArguments(f"a multi holds at most {limits.multi_ops_max} ops")
     try:
         request_model = MultiRequest.model_validate(doc)
     except ValidationError as exc:
@@ -74,13 +75,20 @@ def _to_ops(request_model: MultiRequest, limits: Limits, owner: str) -> tuple[Op
 
 def _to_op(item: CreateOpIn | SetOpIn | DeleteOpIn | CheckOpIn, limits: Limits, owner: str) -> Op:
     sequential = isinstance(item, CreateOpIn) and item.sequential
-    path = validate_path(item.path, sequential=sequential, max_length=path_length_max(limits, sequential))
+    path = validate_path(
+        item.path, sequential=sequential, max_length=path_length_max(limits, sequential)
+    )
     if isinstance(item, CreateOpIn):
         check_node_kind(path, item.ephemeral, item.container, item.ttl_ms)
         data = _data(item.data, item.encoding, limits)
         return CreateOp(
-            path, data, sequential, item.parents, owner if item.ephemeral else "",
-            item.container, item.ttl_ms,
+            path,
+            data,
+            sequential,
+            item.parents,
+            owner if item.ephemeral else "",
+            item.container,
+            item.ttl_ms,
         )
     if isinstance(item, SetOpIn):
         return SetDataOp(path, _data(item.data, item.encoding, limits), item.version)
@@ -108,6 +116,4 @@ def _data(text: str, encoding: str, limits: Limits) -> bytes:
 
 
 def _errors(exc: ValidationError) -> list[dict[str, object]]:
-    return [
-        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()[:20]
-    ]
+    return [{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()[:20]]

@@ -13,8 +13,8 @@ from urllib.parse import unquote
 from aiohttp import web
 from multidict import MultiMapping
 
-from httpcoord.errors import BadArguments, InvalidPath, PayloadTooLarge
 from httpcoord.config import Limits
+from httpcoord.errors import BadArguments, InvalidPath, PayloadTooLarge
 from httpcoord.tree.paths import SEQUENCE_DIGITS, validate_path
 from httpcoord.tree.txn import ANY_VERSION
 

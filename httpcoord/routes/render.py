@@ -5,6 +5,7 @@ describes the same shapes for the spec."""
 from __future__ import annotations
 
 import base64
+
 from httpcoord.tree.stat import STAT_FIELDS, Stat
 
 UTF8 = "utf-8"

@@ -57,7 +57,7 @@ async def open_session(request: web.Request) -> web.Response:
         body = SessionRequest.model_validate_json(raw or b"{}")
     except ValidationError as exc:
         raise BadArguments(
-            "expected {\"ttl_ms\": <non-negative integer>}",
+            'expected {"ttl_ms": <non-negative integer>}',
             errors=[{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]} for e in exc.errors()],
         ) from None
     ttl_ms = min(max(body.ttl_ms, limits.session_ttl_min_ms), limits.session_ttl_max_ms)

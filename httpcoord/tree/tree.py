@@ -22,8 +22,8 @@ from httpcoord.errors import (
     CoordError,
     MultiFailed,
     NoChildrenForEphemerals,
-    NoNode,
     NodeExists,
+    NoNode,
     NotEmpty,
     SessionExpired,
 )
@@ -35,8 +35,8 @@ from httpcoord.tree.txn import (
     CloseSessionOp,
     CreateOp,
     DeleteOp,
-    OpenSessionOp,
     Op,
+    OpenSessionOp,
     ReapOp,
     SetDataOp,
     Txn,
@@ -231,8 +231,17 @@ class Tree:
             raise NodeExists(path=path)
         if parent.ephemeral_owner:
             raise NoChildrenForEphemerals(path=path)
-        node = Node(op.data, zxid, zxid, zxid, time_ms, time_ms, ephemeral_owner=op.ephemeral_owner,
-                    container=op.container, ttl_ms=op.ttl_ms)
+        node = Node(
+            op.data,
+            zxid,
+            zxid,
+            zxid,
+            time_ms,
+            time_ms,
+            ephemeral_owner=op.ephemeral_owner,
+            container=op.container,
+            ttl_ms=op.ttl_ms,
+        )
         self._insert(path, parent_path, parent, node, zxid)
         return OpResult("create", path, node.stat())
 
@@ -247,7 +256,9 @@ class Tree:
         if parent.ephemeral_owner:
             raise NoChildrenForEphemerals(path=missing[-1])
         for p in reversed(missing):
-            parent = self._insert(p, up, parent, Node(b"", zxid, zxid, zxid, time_ms, time_ms), zxid)
+            parent = self._insert(
+                p, up, parent, Node(b"", zxid, zxid, zxid, time_ms, time_ms), zxid
+            )
             up = p
         return parent
 
@@ -395,8 +406,16 @@ class Tree:
 
     def _save_fields(self, node: Node) -> None:
         self._undo.append(
-            (_UNDO_FIELDS, node, node.data, node.mzxid, node.pzxid, node.mtime, node.version,
-             node.cversion)
+            (
+                _UNDO_FIELDS,
+                node,
+                node.data,
+                node.mzxid,
+                node.pzxid,
+                node.mtime,
+                node.version,
+                node.cversion,
+            )
         )
 
     def _rollback(self) -> None:
@@ -431,16 +450,33 @@ class Tree:
         paths = sorted(self._nodes)
         sessions = [[s.id, s.ttl_ms] for s in sorted(self.sessions.values(), key=lambda s: s.id)]
         yield orjson.dumps(
-            {"v": SNAPSHOT_FORMAT_VERSION, "zxid": self.zxid, "nodes": len(paths), "sessions": sessions}
+            {
+                "v": SNAPSHOT_FORMAT_VERSION,
+                "zxid": self.zxid,
+                "nodes": len(paths),
+                "sessions": sessions,
+            }
         )
         for start in range(0, len(paths), nodes_per_chunk):
             rows = []
             for path in paths[start : start + nodes_per_chunk]:
                 n = self._nodes[path]
                 rows.append(
-                    (path, base64.b64encode(n.data).decode("ascii"), n.czxid, n.mzxid, n.pzxid,
-                     n.ctime, n.mtime, n.version, n.cversion, n.aversion, n.ephemeral_owner,
-                     n.container, n.ttl_ms)
+                    (
+                        path,
+                        base64.b64encode(n.data).decode("ascii"),
+                        n.czxid,
+                        n.mzxid,
+                        n.pzxid,
+                        n.ctime,
+                        n.mtime,
+                        n.version,
+                        n.cversion,
+                        n.aversion,
+                        n.ephemeral_owner,
+                        n.container,
+                        n.ttl_ms,
+                    )
                 )
             yield orjson.dumps(rows)
 
@@ -456,9 +492,23 @@ class Tree:
         nodes.clear()
         for chunk in it:
             for row in orjson.loads(chunk):
-                path, data, czxid, mzxid, pzxid, ctime, mtime, ver, cver, aver, owner, cont, ttl = row
-                nodes[path] = Node(base64.b64decode(data), czxid, mzxid, pzxid, ctime, mtime,
-                                   ver, cver, aver, owner, cont, ttl)
+                path, data, czxid, mzxid, pzxid, ctime, mtime, ver, cver, aver, owner, cont, ttl = (
+                    row
+                )
+                nodes[path] = Node(
+                    base64.b64decode(data),
+                    czxid,
+                    mzxid,
+                    pzxid,
+                    ctime,
+                    mtime,
+                    ver,
+                    cver,
+                    aver,
+                    owner,
+                    cont,
+                    ttl,
+                )
         for path, node in nodes.items():
             if path != ROOT:
                 nodes[parent_of(path)].children.add(name_of(path))
@@ -490,6 +540,6 @@ def _creates_under(parent: Node) -> int:
 
 def _check_version(path: str, node: Node, version: int) -> None:
     if version != ANY_VERSION and version != node.version:
-        raise BadVersion(f"expected version {version}, node has {node.version}", path=path,
-                         version=node.version)
-
+        raise BadVersion(
+            f"expected version {version}, node has {node.version}", path=path, version=node.version
+        )

@@ -34,7 +34,7 @@ async def writer(http: aiohttp.ClientSession, w: int, acks: Acks, start: int) ->
             async with http.post(f"/v1/nodes/crash/w{w}-{i:06d}", data=b"%d" % i) as r:
                 if r.status != 201:
                     raise AssertionError(f"write refused: {r.status} {await r.text()}")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return  # the server is gone
         acks.created[w] = i
         acks.total += 1
@@ -52,7 +52,7 @@ async def counter(http: aiohttp.ClientSession, acks: Acks) -> None:
             async with http.put(url, data=b"%d" % (version + 1)) as r:
                 if r.status != 200:
                     raise AssertionError(f"CAS refused: {r.status} {await r.text()}")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return
         acks.counter = version + 1
         acks.total += 1
@@ -81,9 +81,7 @@ async def verify(srv: ServerProcess, acks: Acks, starts: dict[int, int]) -> None
         async with http.get("/v1/nodes/crash?children=true") as r:
             names = set((await r.json())["children"])
         for w in range(WRITERS):
-            present = sorted(
-                int(n.split("-")[1]) for n in names if n.startswith(f"w{w}-")
-            )
+            present = sorted(int(n.split("-")[1]) for n in names if n.startswith(f"w{w}-"))
             last_acked = acks.created.get(w, starts[w] - 1)
             # Every acknowledged write is there, and there are no holes: the
             # writer issued write i+1 only after i was acknowledged.

@@ -51,7 +51,9 @@ async def test_create_get_set_delete_round_trip(http: aiohttp.ClientSession) -> 
     await problem(await http.get("/v1/nodes/rt"), 404, "NoNode")
 
 
-async def test_binary_data_is_base64_in_json_and_raw_on_request(http: aiohttp.ClientSession) -> None:
+async def test_binary_data_is_base64_in_json_and_raw_on_request(
+    http: aiohttp.ClientSession,
+) -> None:
     data = b"\xff\x00\xfe"
     await (await http.post("/v1/nodes/bin", data=data)).read()
     async with http.get("/v1/nodes/bin") as r:
@@ -154,7 +156,9 @@ async def test_invalid_paths_are_refused(server: ServerProcess, raw_path: str) -
     assert "x-coord-zxid" in headers
 
 
-@pytest.mark.parametrize("query", ["version=abc", "version=1.5", "version=-2", "version=99999999999"])
+@pytest.mark.parametrize(
+    "query", ["version=abc", "version=1.5", "version=-2", "version=99999999999"]
+)
 async def test_bad_versions_are_refused(http: aiohttp.ClientSession, query: str) -> None:
     await (await http.put("/v1/nodes/bv", data=b"x")).read()
     await problem(await http.put(f"/v1/nodes/bv?{query}", data=b"y"), 400, "BadArguments")
@@ -180,9 +184,7 @@ async def test_data_over_the_limit_is_refused_before_the_body_is_read(
     server: ServerProcess,
 ) -> None:
     # Declare 100 MiB and send none of it: the answer must come at once.
-    head = (
-        f"POST /v1/nodes/big HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * 1024 * 1024}\r\n\r\n"
-    )
+    head = f"POST /v1/nodes/big HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * 1024 * 1024}\r\n\r\n"
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(head.encode())
     await writer.drain()
@@ -204,8 +206,12 @@ async def test_multi_applies_all_ops_under_one_zxid(http: aiohttp.ClientSession)
     ops = [
         {"op": "create", "path": "/m", "data": "root"},
         {"op": "create", "path": "/m/s-", "sequential": True},
-        {"op": "create", "path": "/m/bin", "data": base64.b64encode(b"\xff").decode(),
-         "encoding": "base64"},
+        {
+            "op": "create",
+            "path": "/m/bin",
+            "data": base64.b64encode(b"\xff").decode(),
+            "encoding": "base64",
+        },
         {"op": "set", "path": "/m", "data": "v2", "version": 0},
         {"op": "check", "path": "/m", "version": 1},
         {"op": "delete", "path": "/m/bin"},
@@ -213,7 +219,14 @@ async def test_multi_applies_all_ops_under_one_zxid(http: aiohttp.ClientSession)
     async with http.post("/v1/multi", json={"ops": ops}) as r:
         assert r.status == 200, await r.text()
         body = await r.json()
-    assert [x["op"] for x in body["results"]] == ["create", "create", "create", "set", "check", "delete"]
+    assert [x["op"] for x in body["results"]] == [
+        "create",
+        "create",
+        "create",
+        "set",
+        "check",
+        "delete",
+    ]
     assert body["results"][1]["path"] == "/m/s-0000000000"
     assert int(r.headers["X-Coord-Zxid"]) == body["zxid"]
     async with http.get("/v1/nodes/m?children=true") as r:
@@ -271,8 +284,15 @@ async def test_empty_multi_succeeds_and_takes_no_zxid(http: aiohttp.ClientSessio
 
 async def test_limits_are_configurable(tmp_path: Path) -> None:
     with start_server(
-        tmp_path / "data", "--max-data-bytes", "4", "--max-multi-ops", "2",
-        "--max-path-length", "8", "--max-request-bytes", "2048",
+        tmp_path / "data",
+        "--max-data-bytes",
+        "4",
+        "--max-multi-ops",
+        "2",
+        "--max-path-length",
+        "8",
+        "--max-request-bytes",
+        "2048",
     ) as srv:
         async with aiohttp.ClientSession(base_url=srv.url) as http:
             await problem(await http.post("/v1/nodes/a", data=b"12345"), 413, "PayloadTooLarge")
@@ -294,9 +314,11 @@ async def test_sigterm_shuts_down_cleanly_and_keeps_every_write(tmp_path: Path) 
         assert all(r.status == 201 for r in results)
     assert srv.stop(timeout=5) == 0
     with start_server(tmp_path / "data") as again:
-        async with aiohttp.ClientSession(base_url=again.url) as http:
-            async with http.get("/v1/nodes/?children=true") as r:
-                assert len((await r.json())["children"]) == 50
+        async with (
+            aiohttp.ClientSession(base_url=again.url) as http,
+            http.get("/v1/nodes/?children=true") as r,
+        ):
+            assert len((await r.json())["children"]) == 50
 
 
 async def raw_request(
@@ -306,8 +328,8 @@ async def raw_request(
     exactly as given."""
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(
-        f"{request_line}\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-        .encode() + body
+        f"{request_line}\r\nHost: x\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body
     )
     await writer.drain()
     raw = await asyncio.wait_for(reader.read(), timeout=10)
@@ -316,5 +338,3 @@ async def raw_request(
     lines = head.decode("latin-1").split("\r\n")
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
     return int(lines[0].split()[1]), headers, payload
-
-

@@ -9,8 +9,8 @@ from httpcoord.errors import (
     BadVersion,
     InvalidPath,
     MultiFailed,
-    NoNode,
     NodeExists,
+    NoNode,
     NotEmpty,
 )
 from httpcoord.tree.tree import Tree
@@ -38,7 +38,13 @@ def test_set_bumps_version_mzxid_mtime_but_not_czxid() -> None:
     run(tree, CreateOp("/a", b"x"))
     result, events = run(tree, SetDataOp("/a", b"yy", version=0), time_ms=2000)
     stat = result.results[0].stat
-    assert (stat.czxid, stat.mzxid, stat.version, stat.mtime, stat.data_length) == (1, 2, 1, 2000, 2)
+    assert (stat.czxid, stat.mzxid, stat.version, stat.mtime, stat.data_length) == (
+        1,
+        2,
+        1,
+        2000,
+        2,
+    )
     assert [e.type for e in events] == ["data_changed"]
 
 
@@ -166,7 +172,8 @@ def test_sequential_create_whose_name_exists_is_nodeexists() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/.", "/a\x00", "/a\x1f", "/\ud800"]
+    "path",
+    ["", "a", "/a/", "//a", "/a//b", "/a/./b", "/a/../b", "/.", "/a\x00", "/a\x1f", "/\ud800"],
 )
 def test_invalid_paths_are_refused(path: str) -> None:
     with pytest.raises(InvalidPath):

@@ -33,8 +33,16 @@ owners = st.sampled_from(["", "", "s1", "s2"])
 
 ops: st.SearchStrategy[Op] = st.one_of(
     st.builds(CreateOp, paths, data, st.booleans(), st.booleans()),
-    st.builds(CreateOp, paths, data, st.booleans(), st.booleans(), owners, st.booleans(),
-              st.sampled_from([0, 0, 5, 10**6])),
+    st.builds(
+        CreateOp,
+        paths,
+        data,
+        st.booleans(),
+        st.booleans(),
+        owners,
+        st.booleans(),
+        st.sampled_from([0, 0, 5, 10**6]),
+    ),
     st.builds(OpenSessionOp, sessions, st.sampled_from([1000, 5000])),
     st.builds(CloseSessionOp, sessions, st.booleans()),
     st.builds(ReapOp, paths, st.integers(min_value=0, max_value=20)),
@@ -83,7 +91,9 @@ def test_snapshot_plus_log_restores_the_live_tree(log: list[Txn], draw: st.DataO
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(txns, max_size=20), st.lists(ops, min_size=1, max_size=6))
-def test_multi_is_atomic_and_equals_its_ops_in_sequence(log: list[Txn], multi_ops: list[Op]) -> None:
+def test_multi_is_atomic_and_equals_its_ops_in_sequence(
+    log: list[Txn], multi_ops: list[Op]
+) -> None:
     tree = apply_all(Tree(), log)
     before = tree.snapshot_bytes()
     # The same ops one by one, on a copy, stopping at the first refusal.
@@ -109,7 +119,12 @@ def test_multi_is_atomic_and_equals_its_ops_in_sequence(log: list[Txn], multi_op
     for path in _paths(one_by_one):
         a, b = tree.get(path), one_by_one.get(path)
         assert (a.data, a.version, a.cversion, a.children, a.kind, a.ephemeral_owner) == (
-            b.data, b.version, b.cversion, b.children, b.kind, b.ephemeral_owner
+            b.data,
+            b.version,
+            b.cversion,
+            b.children,
+            b.kind,
+            b.ephemeral_owner,
         )
     assert _paths(tree) == _paths(one_by_one)
     assert {k: v.ephemerals for k, v in tree.sessions.items()} == {
