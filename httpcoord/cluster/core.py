@@ -382,8 +382,12 @@ class Raft:
 
     def conf_at(self, index: int) -> ConfState:
         """Membership in effect at a (committed) index: what a snapshot taken
-        there must record."""
-        assert index >= self._confs[0][0], "membership history trimmed past that index"
+        there must record. Raises CompactedError if the history no longer
+        reaches back that far."""
+        if index < self._confs[0][0]:
+            # A newer snapshot from the leader replaced the log (it is being
+            # installed): the driver should skip snapshotting this old index.
+            raise CompactedError(index)
         conf = self._confs[0][1]
         for i, c in self._confs:
             if i > index:

@@ -505,8 +505,12 @@ class Simulation:
         snap_index = node.storage.snapshot().meta.index
         if node.applied <= snap_index:
             return
+        try:
+            conf = raft.conf_at(node.applied)
+        except CompactedError:
+            return  # a newer snapshot from the leader is being installed
         node.storage.create_snapshot(
-            node.applied, raft.conf_at(node.applied), _snapshot_data(node.applied, node.state_hash)
+            node.applied, conf, _snapshot_data(node.applied, node.state_hash)
         )
         keep = self.rng.randint(0, 3)
         node.storage.compact(max(node.storage.first_index() - 1, node.applied - keep))
