@@ -40,7 +40,7 @@ from httpcoord.cluster.core import (
     Ready,
     Role,
 )
-from httpcoord.cluster.messages import EntryKind, Message, decode_message, encode_message
+from httpcoord.cluster.messages import Message, decode_message, encode_message
 from httpcoord.cluster.storage import CompactedError, MemoryStorage
 
 
@@ -727,4 +727,4 @@ def run_seed(mix_name: str, seed: int, raft_cls: Callable[..., Raft] = Raft) -> 
     return Simulation(MIXES[mix_name], seed, raft_cls).run()
 
 
-__all__ = ["MIXES", "EntryKind", "FaultMix", "SimResult", "Simulation", "Violation", "run_seed"]
+__all__ = ["MIXES", "FaultMix", "SimResult", "Simulation", "Violation", "run_seed"]
