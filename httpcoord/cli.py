@@ -121,6 +121,46 @@ def main() -> None:
     help="how often empty containers and expired TTL nodes are removed",
 )
 @click.option(
+    "--watch-history-events",
+    show_envvar=True,
+    envvar="HTTPCOORD_WATCH_HISTORY_EVENTS",
+    type=click.IntRange(1),
+    default=_NODE.watch_history_events,
+    help="events kept for watchers that resume with since / Last-Event-ID",
+)
+@click.option(
+    "--watch-history-bytes",
+    show_envvar=True,
+    envvar="HTTPCOORD_WATCH_HISTORY_BYTES",
+    type=click.IntRange(1024),
+    default=_NODE.watch_history_bytes,
+    help="approximate bytes of kept events",
+)
+@click.option(
+    "--max-watchers-per-client",
+    show_envvar=True,
+    envvar="HTTPCOORD_MAX_WATCHERS_PER_CLIENT",
+    type=click.IntRange(1),
+    default=_LIMITS.watchers_per_client_max,
+    help="open watches from one client address; beyond, 429",
+)
+@click.option(
+    "--watch-buffer-events",
+    show_envvar=True,
+    envvar="HTTPCOORD_WATCH_BUFFER_EVENTS",
+    type=click.IntRange(1),
+    default=_LIMITS.watch_queue_events_max,
+    help="events buffered for one slow watcher before it is cut off",
+)
+@click.option(
+    "--sse-keepalive-ms",
+    show_envvar=True,
+    envvar="HTTPCOORD_SSE_KEEPALIVE_MS",
+    type=click.IntRange(10),
+    default=_LIMITS.sse_keepalive_ms,
+    help="comment line sent on idle SSE streams",
+)
+@click.option(
     "--log-level",
     show_envvar=True,
     envvar="HTTPCOORD_LOG_LEVEL",
@@ -139,6 +179,11 @@ def serve(
     session_ttl_min_ms: int,
     session_ttl_max_ms: int,
     container_check_ms: int,
+    watch_history_events: int,
+    watch_history_bytes: int,
+    max_watchers_per_client: int,
+    watch_buffer_events: int,
+    sse_keepalive_ms: int,
     log_level: str,
 ) -> None:
     """Run one httpcoord node (a cluster of one)."""
@@ -159,11 +204,16 @@ def serve(
             multi_ops_max=max_multi_ops,
             session_ttl_min_ms=session_ttl_min_ms,
             session_ttl_max_ms=max(session_ttl_min_ms, session_ttl_max_ms),
+            watchers_per_client_max=max_watchers_per_client,
+            watch_queue_events_max=watch_buffer_events,
+            sse_keepalive_ms=sse_keepalive_ms,
         ),
         node=NodeLimits(
             pending_proposals_max=max_pending_writes,
             snapshot_entries=snapshot_entries,
             container_check_ms=container_check_ms,
+            watch_history_events=watch_history_events,
+            watch_history_bytes=watch_history_bytes,
         ),
     )
     try:
@@ -190,4 +240,7 @@ def serve(
         print=None,
         access_log=None,
         shutdown_timeout=5.0,
+        # A client that goes away cancels its handler: a watch that loses its
+        # connection is unsubscribed at once.
+        handler_cancellation=True,
     )

@@ -20,6 +20,10 @@ class Limits:
     multi_ops_max: int = 1000  # ops in one multi
     session_ttl_min_ms: int = 2000  # a requested session ttl is clamped into
     session_ttl_max_ms: int = 60_000  # [min, max], as ZooKeeper negotiates timeouts
+    watchers_per_client_max: int = 1000  # open watches from one client address
+    watch_queue_events_max: int = 10_000  # events buffered for one slow watcher
+    watch_timeout_max_s: float = 300.0  # longest long-poll a client may ask for
+    sse_keepalive_ms: int = 15_000  # comment line on idle SSE streams
 
 
 @dataclass(frozen=True, slots=True)

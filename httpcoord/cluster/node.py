@@ -36,6 +36,7 @@ from httpcoord.tree.txn import (
     decode_txn,
     encode_txn,
 )
+from httpcoord.watch.history import History
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class NodeLimits:
     container_check_ms: int = 5000  # how often containers and TTL nodes are reaped
     expire_batch_max: int = 1000  # sessions expired per check
     reap_batch_max: int = 1000  # nodes reaped per check
+    watch_history_events: int = 100_000  # events kept for watchers resuming by zxid
+    watch_history_bytes: int = 64 * 1024 * 1024  # ... and their approximate bytes
 
 
 @dataclass(slots=True)
@@ -60,7 +63,7 @@ class _Proposal:
     future: asyncio.Future[TxnResult]
 
 
-EventListener = Callable[[list[Event]], None]
+EventListener = Callable[[int, list[Event]], None]
 
 
 class LocalNode:
@@ -68,6 +71,7 @@ class LocalNode:
         self,
         log_store: SqliteLog,
         tree: Tree,
+        history: History,
         applied_index: int,
         snapshot_index: int,
         limits: NodeLimits,
@@ -77,6 +81,7 @@ class LocalNode:
     ) -> None:
         self.log_store = log_store
         self.tree = tree
+        self.history = history
         self.applied_index = applied_index
         self.limits = limits
         self._snapshot_index = snapshot_index
@@ -111,12 +116,13 @@ class LocalNode:
         monotonic_ms: Callable[[], int] | None = None,
     ) -> LocalNode:
         """Open the data dir (exclusively), load the snapshot and replay the log."""
+        limits = limits or NodeLimits()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_data_dir(data_dir)
         try:
             log_store = await SqliteLog.open(data_dir)
             try:
-                tree, applied, snap_index = await _recover(log_store)
+                tree, history, applied, snap_index = await _recover(log_store, limits)
             except BaseException:
                 await log_store.close()
                 raise
@@ -126,9 +132,10 @@ class LocalNode:
         return cls(
             log_store,
             tree,
+            history,
             applied,
             snap_index,
-            limits or NodeLimits(),
+            limits,
             lock_fd,
             wall_ms or (lambda: time.time_ns() // 1_000_000),
             monotonic_ms or (lambda: time.monotonic_ns() // 1_000_000),
@@ -226,8 +233,9 @@ class LocalNode:
                 _settle(p.future, exc=exc)
                 continue
             self._track_sessions(p.txn)
+            self.history.append(result.zxid, events)
             for listener in self.listeners:
-                listener(events)
+                listener(result.zxid, events)
             _settle(p.future, result=result)
 
     def _track_sessions(self, txn: Txn) -> None:
@@ -310,11 +318,13 @@ class LocalNode:
         self.snapshots_taken += 1
 
 
-async def _recover(log_store: SqliteLog) -> tuple[Tree, int, int]:
+async def _recover(log_store: SqliteLog, limits: NodeLimits) -> tuple[Tree, History, int, int]:
     """Rebuild the tree: the newest snapshot, then every log entry after it.
 
     Replaying refused txns refuses them again (apply is deterministic), so the
-    recovered tree and its zxid equal the tree before the crash."""
+    recovered tree and its zxid equal the tree before the crash. The replayed
+    events become the watch history, so watchers can resume across a restart
+    as far back as the snapshot."""
     snap = await log_store.latest_snapshot()
     if snap is None:
         tree, applied = Tree(), 0
@@ -324,12 +334,14 @@ async def _recover(log_store: SqliteLog) -> tuple[Tree, int, int]:
         if tree.zxid != snap.zxid:
             raise RuntimeError(f"snapshot {snap.id} says zxid {snap.zxid}, tree has {tree.zxid}")
     snap_index = applied
+    history = History(limits.watch_history_events, limits.watch_history_bytes, tree.zxid)
     async for entry in log_store.entries_after(applied):
         if entry.kind == KIND_TXN:
             with contextlib.suppress(CoordError):
-                tree.apply(decode_txn(entry.data))
+                result, events = tree.apply(decode_txn(entry.data))
+                history.append(result.zxid, events)
         applied = entry.index
-    return tree, applied, snap_index
+    return tree, history, applied, snap_index
 
 
 def _settle(

@@ -14,9 +14,10 @@ from aiohttp import web
 
 from httpcoord.cluster.node import LocalNode
 from httpcoord.config import Config
-from httpcoord.routes import meta, multi, nodes, sessions
-from httpcoord.routes.keys import CONFIG, NODE
+from httpcoord.routes import meta, multi, nodes, sessions, watch
+from httpcoord.routes.keys import CONFIG, HUB, NODE
 from httpcoord.routes.problems import problems_middleware
+from httpcoord.watch.hub import WatchHub
 
 # Room for headers and framing above the largest accepted body; the handlers
 # enforce the exact per-route limits themselves.
@@ -30,11 +31,17 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app.cleanup_ctx.append(_node_lifecycle)
+    app.on_shutdown.append(_end_watches)
     app.add_routes(nodes.routes)
     app.add_routes(multi.routes)
     app.add_routes(sessions.routes)
+    app.add_routes(watch.routes)
     app.add_routes(meta.routes)
     return app
+
+
+async def _end_watches(app: web.Application) -> None:
+    app[HUB].close_all()
 
 
 async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -44,7 +51,12 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     # out of every future garbage collection pass.
     gc.freeze()
     app[NODE] = node
-    app[meta.REGISTRY] = meta.metrics_registry(node)
+    hub = WatchHub(
+        node.history, config.limits.watchers_per_client_max, config.limits.watch_queue_events_max
+    )
+    node.listeners.append(hub.publish)
+    app[HUB] = hub
+    app[meta.REGISTRY] = meta.metrics_registry(node, hub)
     node.start()
     yield
     await node.close()

@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 
 from httpcoord.cluster.node import LocalNode
 from httpcoord.routes.keys import NODE
+from httpcoord.watch.hub import WatchHub
 
 routes = web.RouteTableDef()
 
@@ -46,8 +47,9 @@ async def openapi(request: web.Request) -> web.Response:
 class NodeCollector(Collector):
     """Reads the node's counters at scrape time: no cost on the request path."""
 
-    def __init__(self, node: LocalNode) -> None:
+    def __init__(self, node: LocalNode, hub: WatchHub) -> None:
         self._node = node
+        self._hub = hub
 
     def collect(self):  # type: ignore[no-untyped-def]
         node = self._node
@@ -68,9 +70,14 @@ class NodeCollector(Collector):
             "httpcoord_log_entries", "entries appended to the log", node.log_store.entries_appended
         )
         yield CounterMetricFamily("httpcoord_snapshots", "snapshots taken", node.snapshots_taken)
+        yield GaugeMetricFamily("httpcoord_sessions", "open sessions", len(node.tree.sessions))
+        yield GaugeMetricFamily("httpcoord_watchers", "open watches", self._hub.count)
+        yield GaugeMetricFamily(
+            "httpcoord_watch_history_events", "events kept for resuming watchers", len(node.history)
+        )
 
 
-def metrics_registry(node: LocalNode) -> CollectorRegistry:
+def metrics_registry(node: LocalNode, hub: WatchHub) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(node))
+    registry.register(NodeCollector(node, hub))
     return registry

@@ -31,13 +31,20 @@ def path_length_max(limits: Limits, sequential: bool) -> int:
     return limits.path_length_max - (SEQUENCE_DIGITS if sequential else 0)
 
 
-def znode_path(request: web.Request, *, sequential: bool = False, max_length: int) -> str:
-    """The znode path of a ``/v1/nodes/...`` URL, percent-decoded from the raw
-    URL so that ``%2e%2e`` or ``%00`` are judged, never normalised away."""
+def znode_path(
+    request: web.Request,
+    *,
+    sequential: bool = False,
+    max_length: int,
+    prefix: str = NODES_PREFIX,
+) -> str:
+    """The znode path of a ``/v1/nodes/...`` (or ``/v1/watch/...``) URL,
+    percent-decoded from the raw URL so that ``%2e%2e`` or ``%00`` are judged,
+    never normalised away."""
     raw = request.raw_path.split("?", 1)[0]
-    if not raw.startswith(NODES_PREFIX):
+    if not raw.startswith(prefix):
         raise InvalidPath("not a znode URL")
-    raw = raw[len(NODES_PREFIX) :] or "/"
+    raw = raw[len(prefix) :] or "/"
     try:
         path = unquote(raw, errors="strict")
     except UnicodeDecodeError:

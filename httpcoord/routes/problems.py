@@ -31,13 +31,29 @@ _HTTP_TO_ERROR: dict[int, type[CoordError]] = {
 
 
 def problem_response(exc: CoordError) -> web.Response:
+    problem = exc.problem()
+    try:
+        body = orjson.dumps(problem)
+    except orjson.JSONEncodeError:
+        # A member echoes raw request bytes that are not UTF-8 (a header, say).
+        body = orjson.dumps(_printable(problem))
     return web.Response(
         status=exc.http_status,
-        body=orjson.dumps(exc.problem()),
+        body=body,
         content_type=PROBLEM_JSON,
         # JSON is UTF-8, but clients guess for types other than application/json.
         charset="utf-8",
     )
+
+
+def _printable(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {k: _printable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_printable(v) for v in value]
+    return value
 
 
 @web.middleware

@@ -109,6 +109,9 @@ async def heartbeat(request: web.Request) -> web.Response:
 async def close_session(request: web.Request) -> web.Response:
     query(request, _NO_PARAMS)
     session_id = request.match_info["id"]
+    if session_id not in request.app[NODE].tree.sessions:
+        # Refused here so an unknown id costs no log entry; the txn checks again.
+        raise SessionExpired(session=session_id)
     txn = await request.app[NODE].propose((CloseSessionOp(session_id),))
     deleted = list(txn.results[0].deleted)
     return _json({"id": session_id, "zxid": txn.zxid, "deleted": deleted}, 200, txn.zxid)

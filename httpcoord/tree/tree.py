@@ -99,6 +99,7 @@ class Event:
     path: str
     zxid: int
     stat: Stat | None  # None for deleted
+    data: bytes | None = None  # the node's data after created / data_changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +271,7 @@ class Tree:
         parent.cversion += 1
         parent.pzxid = zxid
         self._undo.append((_UNDO_INSERT, path))
-        self._events.append(Event("created", path, zxid, node.stat()))
+        self._events.append(Event("created", path, zxid, node.stat(), node.data))
         self._events.append(Event("children_changed", parent_path, zxid, parent.stat()))
         return node
 
@@ -289,7 +290,7 @@ class Tree:
         node.mzxid = zxid
         node.mtime = time_ms
         stat = node.stat()
-        self._events.append(Event("data_changed", op.path, zxid, stat))
+        self._events.append(Event("data_changed", op.path, zxid, stat, op.data))
         return OpResult("set", op.path, stat)
 
     def _delete(self, op: DeleteOp, zxid: int) -> OpResult:

@@ -1,0 +1,160 @@
+"""``GET /v1/watch/{path}``: changes as long-poll JSON or Server-Sent Events.
+
+Without ``since`` a watch starts at the current zxid (a ZooKeeper one-shot
+watch is a long-poll without ``since``). With ``since`` (or SSE's
+``Last-Event-ID``, which wins) it first replays the kept events after it, or
+answers 410 Compacted. In SSE the ``id:`` line comes with the last event of
+each txn, so a browser that reconnects resumes after a whole txn: never in
+the middle of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import orjson
+from aiohttp import web
+
+from httpcoord.errors import BadArguments
+from httpcoord.routes.keys import CONFIG, HUB, NODE, ZXID_HEADER
+from httpcoord.routes.params import flag, query, znode_path
+from httpcoord.routes.render import encode_data
+from httpcoord.tree.tree import Event
+from httpcoord.watch.hub import Delivery, Subscriber
+
+routes = web.RouteTableDef()
+
+WATCH_PREFIX = "/v1/watch"
+_PARAMS = frozenset({"since", "recursive", "data", "timeout"})
+_DEFAULT_TIMEOUT_S = 30.0
+_SSE_RETRY_MS = 1000
+_SSE_WRITE_TIMEOUT_S = 30.0  # a client that reads nothing for this long is dropped
+
+
+def event_json(event: Event, with_data: bool) -> dict[str, object]:
+    body: dict[str, object] = {
+        "type": event.type,
+        "path": event.path,
+        "zxid": event.zxid,
+        "stat": event.stat,
+    }
+    if with_data and event.data is not None:
+        body["data"], body["encoding"] = encode_data(event.data)
+    return body
+
+
+def sse_frames(delivery: Delivery, with_data: bool) -> bytes:
+    parts = []
+    last = len(delivery.events) - 1
+    for i, event in enumerate(delivery.events):
+        frame = b"event: " + event.type.encode() + b"\n"
+        if i == last:
+            frame += b"id: %d\n" % delivery.zxid
+        frame += b"data: " + orjson.dumps(event_json(event, with_data)) + b"\n\n"
+        parts.append(frame)
+    return b"".join(parts)
+
+
+def _since(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("since")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadArguments(f"since must be a zxid (an integer), got {raw!r}") from None
+    if value < 0:
+        raise BadArguments(f"since must not be negative, got {value}")
+    return value
+
+
+def _timeout(request: web.Request) -> float:
+    raw = request.query.get("timeout")
+    limit = request.app[CONFIG].limits.watch_timeout_max_s
+    if raw is None:
+        return min(_DEFAULT_TIMEOUT_S, limit)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadArguments(f"timeout must be a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= limit:
+        raise BadArguments(f"timeout must be between 0 and {limit} seconds, got {raw}")
+    return value
+
+
+@routes.get(WATCH_PREFIX + r"{path:(/[\s\S]*)?}")
+async def watch(request: web.Request) -> web.StreamResponse:
+    limits = request.app[CONFIG].limits
+    q = query(request, _PARAMS)
+    path = znode_path(request, max_length=limits.path_length_max, prefix=WATCH_PREFIX)
+    recursive, with_data = flag(q, "recursive"), flag(q, "data")
+    since = _since(request)
+    sse = "text/event-stream" in request.headers.get("Accept", "")
+    timeout = 0.0 if sse else _timeout(request)
+    hub = request.app[HUB]
+    sub = hub.subscribe(path, recursive, since, request.remote or "unknown")
+    try:
+        if sse:
+            return await _stream(request, sub, with_data)
+        return await _long_poll(request, sub, with_data, timeout)
+    finally:
+        # Also on cancellation: a dropped connection frees its watcher at once.
+        hub.unsubscribe(sub)
+
+
+async def _long_poll(
+    request: web.Request, sub: Subscriber, with_data: bool, timeout: float
+) -> web.Response:
+    if not sub.queue and not sub.overflowed and not sub.closed and timeout > 0:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(sub.wake.wait(), timeout)
+    deliveries = sub.take()
+    events = [event_json(e, with_data) for d in deliveries for e in d.events]
+    # Everything up to "zxid" that matches was delivered: the next since. An
+    # overflowed watcher got less than all, so it resumes from what it got.
+    zxid = sub.last_zxid if sub.overflowed else request.app[NODE].tree.zxid
+    body = {"events": events, "zxid": zxid, "truncated": sub.overflowed}
+    response = web.Response(body=orjson.dumps(body), content_type="application/json")
+    response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
+    return response
+
+
+async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web.StreamResponse:
+    keepalive_s = request.app[CONFIG].limits.sse_keepalive_ms / 1000
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # proxies: do not buffer the stream
+            ZXID_HEADER: str(request.app[NODE].tree.zxid),
+        }
+    )
+    await response.prepare(request)
+    await _write(request, response, b"retry: %d\n\n" % _SSE_RETRY_MS)
+    while True:
+        if sub.queue:
+            frames = b"".join(sse_frames(d, with_data) for d in sub.take())
+            await _write(request, response, frames)
+            continue
+        if sub.closed:
+            return response
+        if sub.overflowed:
+            # Where to resume: the browser's EventSource reconnects on its
+            # own with Last-Event-ID, which is exactly this zxid.
+            final = orjson.dumps({"reason": "slow consumer", "resume_from": sub.last_zxid})
+            await _write(request, response, b"event: overflow\ndata: " + final + b"\n\n")
+            return response
+        try:
+            await asyncio.wait_for(sub.wake.wait(), keepalive_s)
+        except TimeoutError:
+            await _write(request, response, b": keepalive\n\n")
+
+
+async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await asyncio.wait_for(response.write(data), _SSE_WRITE_TIMEOUT_S)
+    except TimeoutError:
+        if request.transport is not None:
+            request.transport.close()
+        raise asyncio.CancelledError from None
