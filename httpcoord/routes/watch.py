@@ -138,12 +138,14 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
             await _write(request, response, frames)
             continue
         if sub.closed:
+            response.force_close()
             return response
         if sub.overflowed:
             # Where to resume: the browser's EventSource reconnects on its
             # own with Last-Event-ID, which is exactly this zxid.
             final = orjson.dumps({"reason": "slow consumer", "resume_from": sub.last_zxid})
             await _write(request, response, b"event: overflow\ndata: " + final + b"\n\n")
+            response.force_close()  # end the connection, not just the response
             return response
         try:
             await asyncio.wait_for(sub.wake.wait(), keepalive_s)

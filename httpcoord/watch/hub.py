@@ -91,10 +91,15 @@ class WatchHub:
             self.history.check_since(since)
         sub = Subscriber(path, recursive, client, self.queue_events_max, last_zxid=start)
         if since is not None:
+            # The replay is bounded by the history itself; the queue bound is
+            # for live events piling up behind a slow reader.
             for group in self.history.after(since):
                 matching = tuple(e for e in group.events if sub.matches(e.path))
                 if matching:
-                    sub.offer(Delivery(group.zxid, matching))
+                    sub.queue.append(Delivery(group.zxid, matching))
+                    sub.last_zxid = group.zxid
+            if sub.queue:
+                sub.wake.set()
         index = self._recursive if recursive else self._exact
         index.setdefault(path, set()).add(sub)
         self._per_client[client] += 1
