@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -216,6 +217,7 @@ def serve(
             watch_history_bytes=watch_history_bytes,
         ),
     )
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
 

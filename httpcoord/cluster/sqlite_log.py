@@ -21,6 +21,7 @@ import os
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -228,7 +229,7 @@ class SqliteLog:
         await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-async def _scalar(db: aiosqlite.Connection, sql: str) -> object:
+async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:
     async with db.execute(sql) as cursor:
         row = await cursor.fetchone()
     return row[0] if row else None
