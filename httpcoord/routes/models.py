@@ -147,6 +147,21 @@ class OpFailureOut(BaseModel):
     detail: str | None = None
 
 
+class WatchEventOut(BaseModel):
+    type: Literal["created", "deleted", "data_changed", "children_changed"]
+    path: str
+    zxid: int
+    stat: Stat | None  # None for deleted
+    data: str | None = None  # with ?data=true, after created / data_changed
+    encoding: Encoding | None = None
+
+
+class WatchPollOut(BaseModel):
+    events: list[WatchEventOut]
+    zxid: int  # the since of the next long-poll
+    truncated: bool  # the watcher was cut off as a slow consumer
+
+
 class Problem(BaseModel):
     type: str
     title: str
@@ -160,3 +175,6 @@ class Problem(BaseModel):
     errors: list[dict[str, object]] | None = None  # BadArguments: what the body got wrong
     failed_op: int | None = None
     results: list[OpFailureOut] | None = None
+    oldest_zxid: int | None = None  # Compacted: the oldest since still served
+    zxid: int | None = None  # Compacted, or a since in the future: the last zxid
+    client: str | None = None  # TooManyRequests for watches: the client address
