@@ -159,11 +159,14 @@ class LocalNode:
             self._maintenance.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._maintenance
-        if self._task is not None:
-            await self._task
-        self._fail_pending(Unavailable("node is shutting down"))
-        await self.log_store.close()
-        os.close(self._lock_fd)
+        try:
+            if self._task is not None:
+                await self._task
+            self._fail_pending(Unavailable("node is shutting down"))
+            await self.log_store.close()
+        finally:
+            # Release the data dir even if closing storage failed.
+            os.close(self._lock_fd)
 
     @property
     def pending_count(self) -> int:
@@ -191,26 +194,32 @@ class LocalNode:
         return await future
 
     async def _commit_loop(self) -> None:
-        while not self._closing:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending and not self._closing:
-                batch = self._take_batch()
-                first = self.applied_index + 1
-                entries = [LogEntry(first + i, 0, KIND_TXN, p.data) for i, p in enumerate(batch)]
-                try:
+        batch: list[_Proposal] = []
+        try:
+            while not self._closing:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                while self._pending and not self._closing:
+                    batch = self._take_batch()
+                    first = self.applied_index + 1
+                    entries = [
+                        LogEntry(first + i, 0, KIND_TXN, p.data) for i, p in enumerate(batch)
+                    ]
                     await self.log_store.append(entries)
-                except Exception as exc:  # disk full, I/O error: stop taking writes
-                    log.exception("log append failed; refusing writes from now on")
-                    self._failed = exc
-                    for p in batch:
-                        _settle(p.future, exc=Unavailable("storage failed"))
-                    self._fail_pending(Unavailable("storage failed"))
-                    return
-                self._apply_batch(batch)
-                self._log_bytes_since_snapshot += sum(len(p.data) for p in batch)
-                if self._snapshot_due():
-                    await self.take_snapshot()
+                    self._apply_batch(batch)
+                    self._log_bytes_since_snapshot += sum(len(p.data) for p in batch)
+                    if self._snapshot_due():
+                        await self.take_snapshot()
+        except Exception as exc:
+            # A failed append (disk full, I/O error), a failed snapshot (its
+            # transaction may be left open, so a later append would not be
+            # durable when it returns) or a bug in apply: nothing after it is
+            # safe. Stop taking writes, and answer everyone still waiting.
+            log.exception("commit loop failed; refusing writes from now on")
+            self._failed = exc
+            for p in batch:
+                _settle(p.future, exc=Unavailable("storage failed"))
+            self._fail_pending(Unavailable("storage failed"))
 
     def _take_batch(self) -> list[_Proposal]:
         batch: list[_Proposal] = []
@@ -235,7 +244,12 @@ class LocalNode:
             self._track_sessions(p.txn)
             self.history.append(result.zxid, events)
             for listener in self.listeners:
-                listener(result.zxid, events)
+                # The write is durable and applied: a watcher's bug must not
+                # stop the commit loop or leave the rest of the batch unanswered.
+                try:
+                    listener(result.zxid, events)
+                except Exception:
+                    log.exception("event listener failed at zxid %d", result.zxid)
             _settle(p.future, result=result)
 
     def _track_sessions(self, txn: Txn) -> None:

@@ -1,0 +1,59 @@
+"""Review findings on the single node's write path: failures after the
+append (snapshot, apply, listeners) must not leave proposers hanging."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from httpcoord.cluster.node import LocalNode, NodeLimits
+from httpcoord.errors import Unavailable
+from httpcoord.tree.txn import CreateOp
+
+
+async def open_node(path: Path, **limits: int) -> LocalNode:
+    node = await LocalNode.open(path, NodeLimits(**limits), wall_ms=lambda: 1_000)
+    node.start()
+    return node
+
+
+async def test_a_failing_snapshot_stops_writes_instead_of_hanging_them(tmp_path: Path) -> None:
+    node = await open_node(tmp_path, snapshot_entries=2)
+
+    async def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError("disk full")
+
+    node.log_store.install_snapshot = disk_full  # type: ignore[method-assign]
+    await node.propose((CreateOp("/a"),))
+    # The second write is durable and applied before the snapshot is tried.
+    second = await asyncio.wait_for(node.propose((CreateOp("/b"),)), 5)
+    assert second.zxid == 2
+    # From now on writes are refused at once, never left waiting forever.
+    with pytest.raises(Unavailable):
+        await asyncio.wait_for(node.propose((CreateOp("/c"),)), 5)
+    assert not node.healthy
+    await asyncio.wait_for(node.close(), 5)
+    # The data dir is released: it can be opened again, with both writes.
+    node = await open_node(tmp_path, snapshot_entries=1000)
+    assert node.tree.exists("/a") and node.tree.exists("/b") and node.tree.zxid == 2
+    await node.close()
+
+
+async def test_a_failing_listener_does_not_strand_the_rest_of_the_batch(tmp_path: Path) -> None:
+    node = await open_node(tmp_path)
+
+    def broken(zxid: int, events: object) -> None:
+        raise RuntimeError("listener bug")
+
+    node.listeners.append(broken)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(
+            *(node.propose((CreateOp(f"/n{i}"),)) for i in range(5)), return_exceptions=True
+        ),
+        5,
+    )
+    # Every proposer hears something; none hangs.
+    assert len(outcomes) == 5
+    await asyncio.wait_for(node.close(), 5)
