@@ -8,6 +8,7 @@ overwrite.
 from __future__ import annotations
 
 import asyncio
+import re
 from urllib.parse import unquote
 
 from aiohttp import web
@@ -83,24 +84,28 @@ def version(q: MultiMapping[str], name: str = "version") -> int:
     return parse_version(value, name)
 
 
+# Plain decimal only: Python's int() would also take " 5 ", "+5" and "1_0".
+_DECIMAL = re.compile(r"-?[0-9]{1,19}")
+
+
+def parse_int(value: str, name: str) -> int:
+    if _DECIMAL.fullmatch(value) is None:
+        raise BadArguments(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
 def integer(q: MultiMapping[str], name: str, low: int, high: int) -> int | None:
     value = q.get(name)
     if value is None:
         return None
-    try:
-        n = int(value)
-    except ValueError:
-        raise BadArguments(f"{name} must be an integer, got {value!r}") from None
+    n = parse_int(value, name)
     if not low <= n <= high:
         raise BadArguments(f"{name} must be between {low} and {high}, got {n}")
     return n
 
 
 def parse_version(value: str, name: str = "version") -> int:
-    try:
-        v = int(value)
-    except ValueError:
-        raise BadArguments(f"{name} must be an integer, got {value!r}") from None
+    v = parse_int(value, name)
     if not ANY_VERSION <= v <= VERSION_MAX:
         raise BadArguments(f"{name} must be between -1 and {VERSION_MAX}, got {v}")
     return v
@@ -127,3 +132,29 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
         parts.append(chunk)
     return b"".join(parts)
+
+
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
+
+
+def expect_body_within(body_max: Callable[[Limits], int]) -> ExpectHandler:
+    """An ``expect_handler`` for a route that takes a body: a request with
+    ``Expect: 100-continue`` whose Content-Length is over the route's limit is
+    answered 413 at once, instead of "100 Continue" and a 413 after the client
+    has sent it all. It runs before the middleware, so it renders the problem
+    itself."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        limit = body_max(request.app[CONFIG].limits)
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            exc = PayloadTooLarge(
+                f"body of {declared} bytes exceeds the limit of {limit}", limit=limit
+            )
+            response = problem_response(exc)
+            response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
+            response.force_close()  # the declared body is never read
+            return response
+        return await _default_expect_handler(request)
+
+    return expect

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from httpcoord.errors import BadArguments
 from httpcoord.routes.keys import CONFIG, HUB, NODE, ZXID_HEADER
-from httpcoord.routes.params import flag, query, znode_path
+from httpcoord.routes.params import flag, parse_int, query, znode_path
 from httpcoord.routes.render import encode_data
 from httpcoord.tree.tree import Event
 from httpcoord.watch.hub import Delivery, Subscriber
@@ -60,10 +60,7 @@ def _since(request: web.Request) -> int | None:
     raw = request.headers.get("Last-Event-ID") or request.query.get("since")
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadArguments(f"since must be a zxid (an integer), got {raw!r}") from None
+    value = parse_int(raw, "since")
     if value < 0:
         raise BadArguments(f"since must not be negative, got {value}")
     return value
@@ -83,7 +80,7 @@ def _timeout(request: web.Request) -> float:
     return value
 
 
-@routes.get(WATCH_PREFIX + r"{path:(/[\s\S]*)?}")
+@routes.get(WATCH_PREFIX + r"{path:(/[\s\S]*)?}", allow_head=False)
 async def watch(request: web.Request) -> web.StreamResponse:
     limits = request.app[CONFIG].limits
     q = query(request, _PARAMS)
@@ -91,7 +88,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     recursive, with_data = flag(q, "recursive"), flag(q, "data")
     since = _since(request)
     sse = "text/event-stream" in request.headers.get("Accept", "")
-    timeout = 0.0 if sse else _timeout(request)
+    timeout = _timeout(request)  # checked for SSE too, where it is not used
     hub = request.app[HUB]
     sub = hub.subscribe(path, recursive, since, request.remote or "unknown")
     try:
@@ -131,7 +128,10 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
         }
     )
     await response.prepare(request)
-    await _write(request, response, b"retry: %d\n\n" % _SSE_RETRY_MS)
+    # An id with no data sets the browser's last event ID without dispatching
+    # an event: a stream dropped before its first event still resumes from
+    # where it started, not from whatever is current when it reconnects.
+    await _write(request, response, b"retry: %d\nid: %d\n\n" % (_SSE_RETRY_MS, sub.start_zxid))
     while True:
         if sub.queue:
             frames = b"".join(sse_frames(d, with_data) for d in sub.take())

@@ -39,6 +39,7 @@ class Subscriber:
     queue: deque[Delivery] = field(default_factory=deque)
     queued_events: int = 0
     last_zxid: int = 0  # the last zxid queued (or the start): where a resume begins
+    start_zxid: int = 0  # events after this one are delivered
     overflowed: bool = False
     closed: bool = False  # the server is shutting down: end the watch
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -89,7 +90,9 @@ class WatchHub:
         start = self.history.last_zxid if since is None else since
         if since is not None:
             self.history.check_since(since)
-        sub = Subscriber(path, recursive, client, self.queue_events_max, last_zxid=start)
+        sub = Subscriber(
+            path, recursive, client, self.queue_events_max, last_zxid=start, start_zxid=start
+        )
         if since is not None:
             # The replay is bounded by the history itself; the queue bound is
             # for live events piling up behind a slow reader.

@@ -647,7 +647,8 @@ def test_watch_scenario_conforms(server: ServerProcess) -> None:
         _validate_stream(watch.make_case(path_parameters={"path": "ow"}, query=params,
                                          headers=SSE), stream, raw)
     frames = _sse_frames(raw)
-    assert frames[0] == {"retry": "1000"}
+    # The opening frame sets the resume point (id with no data: no event).
+    assert frames[0] == {"retry": "1000", "id": str(z0)}
     events = frames[1:]
     assert [f["event"] for f in events] == [
         "created", "children_changed", "created", "children_changed", "data_changed"]

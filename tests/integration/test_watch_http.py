@@ -151,6 +151,9 @@ async def test_bad_watch_requests(http: aiohttp.ClientSession) -> None:
     for url, status, code in [
         ("/v1/watch/x?since=abc", 400, "BadArguments"),
         ("/v1/watch/x?since=-1", 400, "BadArguments"),
+        ("/v1/watch/x?since=%2B1", 400, "BadArguments"),
+        ("/v1/watch/x?since=1_0", 400, "BadArguments"),
+        ("/v1/watch/x?since=%201", 400, "BadArguments"),
         ("/v1/watch/x?since=999999999", 400, "BadArguments"),
         ("/v1/watch/x?timeout=-1", 400, "BadArguments"),
         ("/v1/watch/x?timeout=1e9", 400, "BadArguments"),
@@ -162,6 +165,10 @@ async def test_bad_watch_requests(http: aiohttp.ClientSession) -> None:
             assert (await r.json(content_type=None))["code"] == code, url
     async with http.get("/v1/watch/x", headers={**SSE, "Last-Event-ID": "zz"}) as r:
         assert r.status == 400
+    async with http.get("/v1/watch/x?timeout=abc", headers=SSE) as r:
+        assert r.status == 400
+    async with http.head("/v1/watch/x") as r:
+        assert r.status == 405
 
 
 async def test_a_dropped_connection_frees_its_watcher_at_once(http: aiohttp.ClientSession) -> None:
@@ -236,7 +243,9 @@ async def test_a_slow_consumer_is_cut_off_with_where_to_resume(tmp_path: Path) -
             raw = await asyncio.wait_for(reader.read(-1), DEADLINE_S)
             writer.close()
             text = raw.decode()
-            ids = [int(m) for m in re.findall(r"^id: (\d+)$", text, re.MULTILINE)]
+            # The first id is the stream's opening resume point (no event).
+            start, *ids = [int(m) for m in re.findall(r"^id: (\d+)$", text, re.MULTILINE)]
+            assert start == written[0] - 1
             overflow = re.search(r"^event: overflow\ndata: (.*)$", text, re.MULTILINE)
             assert overflow, "no overflow event"
             resume_from = orjson.loads(overflow.group(1))["resume_from"]
