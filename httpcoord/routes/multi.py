@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from httpcoord.config import Limits
 from httpcoord.errors import BadArguments, CoordError, MultiFailed, PayloadTooLarge
+from httpcoord.routes.expect import expect_body_within
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
 from httpcoord.routes.models import CheckOpIn, CreateOpIn, DeleteOpIn, MultiRequest, SetOpIn
 from httpcoord.routes.params import path_length_max, query, read_body
@@ -21,7 +22,9 @@ from httpcoord.tree.txn import CheckOp, CreateOp, DeleteOp, Op, SetDataOp
 routes = web.RouteTableDef()
 
 
-@routes.post("/v1/multi")
+@routes.post(
+    "/v1/multi", expect_handler=expect_body_within(lambda limits: limits.request_bytes_max)
+)
 async def multi(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     query(request, frozenset())

@@ -7,6 +7,7 @@ from urllib.parse import quote
 import orjson
 from aiohttp import web
 
+from httpcoord.routes.expect import expect_body_within
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
 from httpcoord.routes.params import (
     flag,
@@ -33,6 +34,7 @@ _HEAD_PARAMS = frozenset[str]()
 _CREATE_PARAMS = frozenset({"sequential", "parents", "ephemeral", "container", "ttl_ms"})
 _SET_PARAMS = frozenset({"version"})
 _DELETE_PARAMS = frozenset({"version", "recursive"})
+_EXPECT_DATA = expect_body_within(lambda limits: limits.data_bytes_max)
 
 
 def _json(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
@@ -69,7 +71,7 @@ async def head_node(request: web.Request) -> web.Response:
     return web.Response(headers=stat_headers(stat))
 
 
-@routes.post(NODE_URL)
+@routes.post(NODE_URL, expect_handler=_EXPECT_DATA)
 async def create_node(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     q = query(request, _CREATE_PARAMS)
@@ -90,7 +92,7 @@ async def create_node(request: web.Request) -> web.Response:
     return response
 
 
-@routes.put(NODE_URL)
+@routes.put(NODE_URL, expect_handler=_EXPECT_DATA)
 async def set_node(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     q = query(request, _SET_PARAMS)

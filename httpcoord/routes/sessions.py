@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from httpcoord.errors import BadArguments, SessionExpired
+from httpcoord.routes.expect import expect_body_within
 from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
 from httpcoord.routes.models import SessionRequest
 from httpcoord.routes.params import query, read_body
@@ -48,7 +49,7 @@ def new_session_id() -> str:
     return secrets.token_hex(16)
 
 
-@routes.post("/v1/sessions")
+@routes.post("/v1/sessions", expect_handler=expect_body_within(lambda _: _SESSION_BODY_BYTES_MAX))
 async def open_session(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     query(request, _NO_PARAMS)
