@@ -16,6 +16,7 @@ shorter log, never a gap.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 from collections.abc import AsyncIterator, Iterable
@@ -97,6 +98,11 @@ class SqliteLog:
         self.path = path
         self.fsyncs = 0  # committed transactions, each one fsync of the WAL
         self.entries_appended = 0
+        # One write transaction at a time on the one connection: an append
+        # issued while a snapshot's BEGIN..COMMIT is open would join that
+        # transaction, return before anything is durable, and vanish with
+        # its ROLLBACK.
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, data_dir: Path) -> SqliteLog:
@@ -142,6 +148,12 @@ class SqliteLog:
         rows = [(e.index, e.term, e.kind, e.data) for e in entries]
         if not rows:
             return
+        async with self._write_lock:
+            await self._append_rows(rows)
+        self.fsyncs += 1
+        self.entries_appended += len(rows)
+
+    async def _append_rows(self, rows: list[tuple[int, int, int, bytes]]) -> None:
         if len(rows) <= _ROWS_PER_INSERT_MAX:
             params = [value for row in rows for value in row]
             await self._db.execute(_insert_sql(len(rows)), params)
@@ -155,8 +167,6 @@ class SqliteLog:
             except BaseException:
                 await self._db.execute("ROLLBACK")
                 raise
-        self.fsyncs += 1
-        self.entries_appended += len(rows)
 
     async def last_index(self) -> int:
         """The last index held, in the log or covered by the newest snapshot."""
@@ -200,6 +210,14 @@ class SqliteLog:
     ) -> SnapshotMeta:
         """Store a snapshot of the state at ``log_index`` and drop the log rows
         it covers and every older snapshot, in one fsynced transaction."""
+        async with self._write_lock:
+            meta = await self._install_snapshot(log_index, log_term, zxid, created_ms, chunks)
+        self.fsyncs += 1
+        return meta
+
+    async def _install_snapshot(
+        self, log_index: int, log_term: int, zxid: int, created_ms: int, chunks: list[bytes]
+    ) -> SnapshotMeta:
         db = self._db
         await db.execute("BEGIN")
         try:
@@ -221,12 +239,12 @@ class SqliteLog:
         except BaseException:
             await db.execute("ROLLBACK")
             raise
-        self.fsyncs += 1
         return SnapshotMeta(snap_id, log_index, log_term, zxid, created_ms, len(chunks))
 
     async def checkpoint(self) -> None:
         """Fold the WAL back into the database file (after a snapshot shrank it)."""
-        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        async with self._write_lock:
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str) -> Any:

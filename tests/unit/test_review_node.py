@@ -57,3 +57,33 @@ async def test_a_failing_listener_does_not_strand_the_rest_of_the_batch(tmp_path
     # Every proposer hears something; none hangs.
     assert len(outcomes) == 5
     await asyncio.wait_for(node.close(), 5)
+
+
+async def test_a_write_during_a_snapshot_is_durable_when_acknowledged(tmp_path: Path) -> None:
+    # take_snapshot is public: a write appended while its transaction is open
+    # must not join it (it would be acknowledged before its COMMIT, and lost
+    # with the snapshot's ROLLBACK).
+    node = await open_node(tmp_path)
+    await node.propose((CreateOp("/before"),))
+    db = node.log_store._db
+    real_executemany = db.executemany
+
+    async def slow_then_fail(sql: str, rows: object) -> object:
+        if "snapshot_chunk" in sql:
+            await asyncio.sleep(0.2)  # the write below is appended meanwhile
+            raise OSError("disk full while writing the snapshot")
+        return await real_executemany(sql, rows)  # type: ignore[arg-type]
+
+    db.executemany = slow_then_fail  # type: ignore[method-assign]
+    snapshot = asyncio.ensure_future(node.take_snapshot())
+    await asyncio.sleep(0.05)
+    acked = await asyncio.wait_for(node.propose((CreateOp("/during"),)), 5)
+    assert acked.zxid == 2
+    with pytest.raises(OSError):
+        await snapshot
+    db.executemany = real_executemany  # type: ignore[method-assign]
+    await node.close()
+
+    node = await open_node(tmp_path)
+    assert node.tree.exists("/during"), "an acknowledged write was lost"
+    await node.close()
