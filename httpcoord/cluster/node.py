@@ -46,6 +46,7 @@ class NodeLimits:
     batch_entries_max: int = 4096  # entries in one group commit
     batch_bytes_max: int = 32 * 1024 * 1024  # payload bytes in one group commit
     pending_proposals_max: int = 20_000  # queued, not yet durable; beyond: 429
+    pending_bytes_max: int = 256 * 1024 * 1024  # encoded txn bytes queued; beyond: 429
     snapshot_entries: int = 100_000  # snapshot after this many entries past the last one
     snapshot_log_bytes: int = 256 * 1024 * 1024  # ... or this many log bytes
     session_check_ms: int = 100  # how often deadlines are checked: expiry lateness
@@ -97,6 +98,7 @@ class LocalNode:
             self.sessions.open(session.id, session.ttl_ms, now)
         self._maintenance: asyncio.Task[None] | None = None
         self._pending: deque[_Proposal] = deque()
+        self._pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,9 +189,15 @@ class LocalNode:
         if len(self._pending) >= self.limits.pending_proposals_max:
             raise TooManyRequests("too many writes in flight; retry later")
         txn = Txn(ops, self._wall_ms(), multi)
+        data = encode_txn(txn)
+        # The count alone would let 20,000 queued 1 MiB writes hold 20 GiB. One
+        # write is always let in, however large, so no write can starve.
+        if self._pending and self._pending_bytes + len(data) > self.limits.pending_bytes_max:
+            raise TooManyRequests("too many bytes of writes in flight; retry later")
         # The loop saved at start: get_running_loop() costs a getpid() per call.
         future: asyncio.Future[TxnResult] = self._loop.create_future()
-        self._pending.append(_Proposal(txn, encode_txn(txn), future))
+        self._pending.append(_Proposal(txn, data, future))
+        self._pending_bytes += len(data)
         self._wakeup.set()
         return await future
 
@@ -231,6 +239,7 @@ class LocalNode:
                 break
             batch.append(self._pending.popleft())
             size += nxt
+        self._pending_bytes -= size
         return batch
 
     def _apply_batch(self, batch: list[_Proposal]) -> None:
@@ -262,6 +271,7 @@ class LocalNode:
     def _fail_pending(self, exc: CoordError) -> None:
         while self._pending:
             _settle(self._pending.popleft().future, exc=exc)
+        self._pending_bytes = 0
 
     # ---- sessions and reaping ---------------------------------------------------
 

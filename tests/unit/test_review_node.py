@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from httpcoord.cluster.node import LocalNode, NodeLimits
-from httpcoord.errors import Unavailable
+from httpcoord.errors import TooManyRequests, Unavailable
 from httpcoord.tree.txn import CreateOp
 
 
@@ -86,4 +86,29 @@ async def test_a_write_during_a_snapshot_is_durable_when_acknowledged(tmp_path: 
 
     node = await open_node(tmp_path)
     assert node.tree.exists("/during"), "an acknowledged write was lost"
+    await node.close()
+
+
+async def test_queued_writes_are_bounded_in_bytes_not_only_in_count(tmp_path: Path) -> None:
+    node = await open_node(tmp_path, pending_bytes_max=4096)
+    release = asyncio.Event()
+    real_append = node.log_store.append
+
+    async def stalled_disk(entries: object) -> None:
+        await release.wait()
+        await real_append(entries)  # type: ignore[arg-type]
+
+    node.log_store.append = stalled_disk  # type: ignore[method-assign]
+    first = asyncio.ensure_future(node.propose((CreateOp("/first"),)))
+    await asyncio.sleep(0.01)  # the loop has taken it and waits on the disk
+    queued = [asyncio.ensure_future(node.propose((CreateOp("/big1", b"x" * 2000),)))]
+    await asyncio.sleep(0)
+    # One big write may queue; the next one would pass the byte bound.
+    with pytest.raises(TooManyRequests):
+        await node.propose((CreateOp("/big2", b"x" * 2000),))
+    release.set()
+    assert (await first).zxid == 1
+    assert (await queued[0]).zxid == 2
+    # Drained: bytes are accounted back, writes are taken again.
+    assert (await node.propose((CreateOp("/big3", b"x" * 2000),))).zxid == 3
     await node.close()
