@@ -173,3 +173,39 @@ async def test_a_session_survives_a_server_crash(tmp_path: Path) -> None:
                 assert (await r.json())["stat"]["ephemeral_owner"] == sid
             async with http.get("/v1/sessions") as r:
                 assert sid in [s["id"] for s in (await r.json())["sessions"]]
+
+
+async def test_websocket_keepalive_keeps_the_session_alive(http: aiohttp.ClientSession) -> None:
+    sid = await open_session(http, 300)
+    assert (
+        await status(http, "POST", "/v1/nodes/ws1?ephemeral=true", headers={"X-Coord-Session": sid})
+        == 201
+    )
+    async with http.ws_connect(f"/v1/sessions/{sid}/keepalive") as ws:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 1.0  # more than three ttls
+        while loop.time() < end:
+            await ws.send_str(".")
+            await asyncio.sleep(0.05)
+        assert await status(http, "GET", "/v1/nodes/ws1") == 200
+        assert not ws.closed
+
+
+async def test_websocket_keepalive_is_closed_when_the_session_goes(
+    http: aiohttp.ClientSession,
+) -> None:
+    sid = await open_session(http, 300)
+    async with http.ws_connect(f"/v1/sessions/{sid}/keepalive") as ws:
+        await ws.send_str(".")
+        assert await status(http, "DELETE", f"/v1/sessions/{sid}") == 200
+        msg = await asyncio.wait_for(ws.receive(), POLL_DEADLINE_S)
+        assert msg.type == aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 4404
+
+
+async def test_websocket_keepalive_refuses_unknown_sessions_and_plain_requests(
+    http: aiohttp.ClientSession,
+) -> None:
+    assert await status(http, "GET", f"/v1/sessions/{'0' * 32}/keepalive") == 404
+    sid = await open_session(http, 5000)
+    assert await status(http, "GET", f"/v1/sessions/{sid}/keepalive") == 400
