@@ -133,28 +133,3 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         parts.append(chunk)
     return b"".join(parts)
 
-
-ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
-
-
-def expect_body_within(body_max: Callable[[Limits], int]) -> ExpectHandler:
-    """An ``expect_handler`` for a route that takes a body: a request with
-    ``Expect: 100-continue`` whose Content-Length is over the route's limit is
-    answered 413 at once, instead of "100 Continue" and a 413 after the client
-    has sent it all. It runs before the middleware, so it renders the problem
-    itself."""
-
-    async def expect(request: web.Request) -> web.StreamResponse | None:
-        limit = body_max(request.app[CONFIG].limits)
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            exc = PayloadTooLarge(
-                f"body of {declared} bytes exceeds the limit of {limit}", limit=limit
-            )
-            response = problem_response(exc)
-            response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
-            response.force_close()  # the declared body is never read
-            return response
-        return await _default_expect_handler(request)
-
-    return expect
