@@ -396,7 +396,11 @@ class Raft:
         return conf
 
     def promotable(self) -> bool:
-        return self.id in self.conf.voters
+        # Not while a snapshot from the leader is still being saved: until it
+        # is durable, storage holds neither it nor the log it replaced, so as a
+        # leader this node could not serve a follower behind that point (as in
+        # etcd's raft, which refuses to campaign with a snapshot in progress).
+        return self.id in self.conf.voters and self.log.unstable_snapshot() is None
 
     def status(self) -> dict[str, object]:
         """A JSON-ready view for /v1/cluster and metrics (not for decisions)."""
