@@ -930,6 +930,11 @@ class Raft:
                 del self.prs[pid]
         if self.lead_transferee not in conf.voters:
             self.lead_transferee = NONE
+        # A smaller quorum may already confirm pending reads (with one voter
+        # left, this leader alone): no heartbeat answer may ever come to
+        # release them otherwise. Consecutive one-server configurations share
+        # a member with every quorum of either, so counting the new one is safe.
+        self._release_reads()
 
     def _trim_confs(self) -> None:
         # Keep the newest configuration at or below the applied index and all later ones.

@@ -16,6 +16,7 @@ from httpcoord.cluster.messages import (
     TimeoutNow,
 )
 from httpcoord.cluster.storage import MemoryStorage
+from tests.sim.harness import Cluster
 
 
 def _run(
@@ -66,3 +67,17 @@ def test_a_node_does_not_campaign_while_its_snapshot_is_being_saved() -> None:
     assert r2.role is Role.LEADER
     assert stores[3].snapshot().meta.index == 10
     assert r3.committed == r2.committed > 10
+
+
+def test_a_pending_read_is_released_when_the_leader_becomes_the_only_voter() -> None:
+    c = Cluster([1, 2])
+    lead = c.elect(1)
+    c.stabilize()
+    c.cut.add(2)
+    lead.read_index(9)  # needs node 2's heartbeat answer under {1, 2}
+    c.process(1)
+    assert c.reads[1] == []
+    lead.propose_conf_change("remove", 2)  # {1}: takes effect and commits at once
+    c.tick([1], n=3)
+    assert lead.role is Role.LEADER
+    assert [rs.ctx for rs in c.reads[1]] == [9]
