@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import base64
 import concurrent.futures
-import contextlib
 import datetime as dt
 import http.client
 import json
@@ -40,7 +39,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,179 +49,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# Shared with the other scripts (some import these names from here).
+from _common import (
+    CLK_TCK,
+    HOST,
+    RESULTS_DIR,
+    Server,
+    filesystem_type,
+    free_port,
+    http_request,
+    httpcoord_server,
+    machine_ticks,
+    process_cpu_ticks,
+    prometheus_values,
+)
+
 HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "lua" / "kv.lua"
-RESULTS_DIR = HERE / "results"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-HOST = "127.0.0.1"
 INSTALL_HINT = "apt-get install -y wrk etcd-server etcd-client"
 SYSTEMS = ("httpcoord", "etcd")
 WORKLOADS = ("get", "put")
 
 
-# ---- /proc ----------------------------------------------------------------------
-
-
-def process_cpu_ticks(pid: int) -> int:
-    """utime + stime of one process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        raw = f.read().decode()
-    fields = raw[raw.rindex(")") + 2 :].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return int(fields[11]) + int(fields[12])
-
-
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks summed over all CPUs, from /proc/stat."""
-    with open("/proc/stat") as f:
-        parts = [int(x) for x in f.readline().split()[1:]]
-    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)  # idle + iowait
-    total = sum(parts[:8])  # guest time is already part of user
-    return total - idle, total
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding ``path`` (longest mount-point match)."""
-    best, fstype = "", "?"
-    target = str(path.resolve())
-    with contextlib.suppress(OSError), open("/proc/self/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3:
-                continue
-            mnt = parts[1].replace("\\040", " ")
-            inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
-            if inside and len(mnt) >= len(best):
-                best, fstype = mnt, parts[2]
-    return fstype
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-# ---- HTTP helpers (setup and metrics only; the load comes from wrk) ----------------
-
-
-def http_request(
-    port: int, method: str, path: str, body: bytes | None = None,
-    headers: dict[str, str] | None = None, timeout: float = 10.0,
-    conn: http.client.HTTPConnection | None = None,
-) -> tuple[int, bytes]:
-    own = conn is None
-    c = conn or http.client.HTTPConnection(HOST, port, timeout=timeout)
-    try:
-        c.request(method, path, body=body, headers=headers or {})
-        resp = c.getresponse()
-        return resp.status, resp.read()
-    finally:
-        if own:
-            c.close()
-
-
-def prometheus_values(port: int, names: tuple[str, ...]) -> dict[str, float]:
-    status, body = http_request(port, "GET", "/metrics")
-    if status != 200:
-        raise RuntimeError(f"GET /metrics on port {port} answered {status}")
-    out: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.rpartition(" ")
-        if name in names:
-            out[name] = float(value)
-    missing = set(names) - set(out)
-    if missing:
-        raise RuntimeError(f"metrics missing on port {port}: {sorted(missing)}")
-    return out
-
-
 # ---- servers ----------------------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    name: str
-    port: int
-    argv: list[str]
-    log_path: Path
-    ready_path: str
-    fsync_metrics: tuple[str, str]  # (entries-or-proposals counter, fsyncs counter)
-    proc: subprocess.Popen[bytes] | None = None
-    _log: Any = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self) -> None:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        last = "no answer"
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}"
-                )
-            try:
-                status, body = http_request(self.port, "GET", self.ready_path, timeout=1.0)
-                if status == 200:
-                    return
-                last = f"{status} {body[:200]!r}"
-            except OSError as exc:
-                last = repr(exc)
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s ({last}):\n{self.log_tail()}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process this object started, SIGKILL it after ``timeout``."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def log_tail(self, n: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        return ""
-
-    def fsync_counters(self) -> tuple[float, float]:
-        entries, fsyncs = self.fsync_metrics
-        values = prometheus_values(self.port, (entries, fsyncs))
-        return values[entries], values[fsyncs]
-
-
-def httpcoord_server(workdir: Path) -> Server:
-    port = free_port()
-    return Server(
-        name="httpcoord",
-        port=port,
-        argv=[sys.executable, "-m", "httpcoord", "serve", "--listen", f"{HOST}:{port}",
-              "--data-dir", str(workdir / "httpcoord-data"), "--log-level", "warning"],
-        log_path=workdir / "httpcoord.log",
-        ready_path="/health",
-        fsync_metrics=("httpcoord_log_entries_total", "httpcoord_log_fsyncs_total"),
-    )
 
 
 def etcd_server(workdir: Path, etcd: str) -> Server:
