@@ -292,7 +292,13 @@ class LocalNode:
             return_exceptions=True,
         )
         for sid, outcome in zip(due, outcomes):
-            if isinstance(outcome, BaseException) and not isinstance(outcome, SessionExpired):
+            # Already closed: nothing to do. Unavailable: this process takes no
+            # writes any more (storage failed, or shutting down), so retrying
+            # every check would only log a line per session, ten times a
+            # second; the sessions get their full ttl at the next start.
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, SessionExpired | Unavailable
+            ):
                 log.warning("expiring session %s failed: %r; will retry", sid, outcome)
                 self.sessions.retry(sid, self._monotonic_ms())
         return due

@@ -10,7 +10,7 @@ import pytest
 
 from httpcoord.cluster.node import LocalNode, NodeLimits
 from httpcoord.errors import TooManyRequests, Unavailable
-from httpcoord.tree.txn import CreateOp
+from httpcoord.tree.txn import CreateOp, OpenSessionOp
 
 
 async def open_node(path: Path, **limits: int) -> LocalNode:
@@ -111,4 +111,33 @@ async def test_queued_writes_are_bounded_in_bytes_not_only_in_count(tmp_path: Pa
     assert (await queued[0]).zxid == 2
     # Drained: bytes are accounted back, writes are taken again.
     assert (await node.propose((CreateOp("/big3", b"x" * 2000),))).zxid == 3
+    await node.close()
+
+
+async def test_expiry_on_a_node_whose_storage_failed_does_not_retry_forever(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [1_000_000]
+    node = await LocalNode.open(
+        tmp_path, NodeLimits(), wall_ms=lambda: 1_000, monotonic_ms=lambda: now[0]
+    )
+    node.start(maintenance=False)
+    await node.propose((OpenSessionOp("s1", 1000),))
+
+    async def broken_disk(entries: object) -> None:
+        raise OSError("I/O error")
+
+    node.log_store.append = broken_disk  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await node.propose((CreateOp("/x"),))
+    now[0] += 5000
+    caplog.clear()
+    # Every check (10 a second) would propose, fail, warn and re-arm each
+    # session again: a log line per session per check on a node that is
+    # already refusing every write (likely with a full disk).
+    for _ in range(5):
+        await node.expire_sessions()
+        now[0] += 100
+    warnings = [r for r in caplog.records if "expiring session" in r.getMessage()]
+    assert len(warnings) <= 1
     await node.close()
