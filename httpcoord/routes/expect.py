@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from aiohttp import web
-from aiohttp.web_urldispatcher import _default_expect_handler
+from aiohttp import HttpVersion11, web
 
 from httpcoord.config import Limits
 from httpcoord.errors import PayloadTooLarge
@@ -36,7 +35,12 @@ def expect_body_within(body_max: Callable[[Limits], int]) -> ExpectHandler:
             response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
             response.force_close()  # the declared body is never read
             return response
-        await _default_expect_handler(request)
+        # What aiohttp does by default (its helper is private): go ahead.
+        if request.version == HttpVersion11:
+            if request.headers.get("Expect", "").lower() != "100-continue":
+                raise web.HTTPExpectationFailed(text="only Expect: 100-continue is understood")
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0  # the response proper has not started
         return None
 
     return expect
