@@ -79,6 +79,7 @@ class WatchHub:
         self._recursive: dict[str, set[Subscriber]] = {}
         self._per_client: Counter[str] = Counter()
         self.count = 0
+        self.closed = False  # shutting down: new watches end at once too
 
     def subscribe(self, path: str, recursive: bool, since: int | None, client: str) -> Subscriber:
         """Register a watcher; with ``since``, queue the kept events after it
@@ -91,7 +92,13 @@ class WatchHub:
         if since is not None:
             self.history.check_since(since)
         sub = Subscriber(
-            path, recursive, client, self.queue_events_max, last_zxid=start, start_zxid=start
+            path,
+            recursive,
+            client,
+            self.queue_events_max,
+            last_zxid=start,
+            start_zxid=start,
+            closed=self.closed,
         )
         if since is not None:
             # The replay is bounded by the history itself; the queue bound is
@@ -125,6 +132,7 @@ class WatchHub:
     def close_all(self) -> None:
         """Shutdown: wake every watcher so its request ends now, not at the
         shutdown timeout."""
+        self.closed = True
         for index in (self._exact, self._recursive):
             for subs in index.values():
                 for sub in subs:

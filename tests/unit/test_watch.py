@@ -193,3 +193,12 @@ def test_history_is_bounded_in_bytes_too() -> None:
         history.append(zxid, [Event("data_changed", "/k", zxid, None, b"x" * 100)])
     assert len(history) < 40
     assert history.compacted_zxid > 150
+
+
+def test_after_shutdown_begins_new_watches_end_at_once() -> None:
+    feed = Feed()
+    before = feed.hub.subscribe("/a", recursive=False, since=None, client="c")
+    feed.hub.close_all()
+    after = feed.hub.subscribe("/b", recursive=False, since=None, client="c")
+    assert before.closed and before.wake.is_set()
+    assert after.closed
