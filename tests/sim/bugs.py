@@ -4,7 +4,7 @@ bites (tests/sim/test_simulator_catches_bugs.py). Never used outside tests."""
 from __future__ import annotations
 
 from httpcoord.cluster.core import Raft
-from httpcoord.cluster.messages import NONE, HardState
+from httpcoord.cluster.messages import NONE, HardState, Message, VoteResponse
 
 
 class CommitOldTermByCounting(Raft):
@@ -61,6 +61,29 @@ class SendBeforeSave(Raft):
     driver_sends_before_save = True
 
 
+class CountStaleVotes(Raft):
+    """Counts a vote granted in an earlier term (delivered late, perhaps to an
+    earlier incarnation of this node) towards the current election."""
+
+    bug_name = "count_stale_votes"
+
+    def step(self, m: Message) -> None:
+        if isinstance(m, VoteResponse) and m.term < self.term and m.dst == self.id:
+            self._step(m)
+            return
+        super().step(m)
+
+
+class ReadNeverReleased(Raft):
+    """Never releases a ReadIndex read that waits for a heartbeat round (a
+    liveness bug: reads hang while writes keep committing)."""
+
+    bug_name = "read_never_released"
+
+    def _release_reads(self) -> None:
+        pass
+
+
 BUGS: dict[str, type[Raft]] = {
     cls.bug_name: cls
     for cls in (
@@ -70,5 +93,7 @@ BUGS: dict[str, type[Raft]] = {
         ApplyBeforeCommit,
         ReadWithoutHeartbeat,
         SendBeforeSave,
+        CountStaleVotes,
+        ReadNeverReleased,
     )
 }

@@ -4,7 +4,9 @@ One ``Simulation(mix, seed)`` runs N cores (3 or 5, plus nodes added by
 membership changes) over a simulated network and disk, all driven by one
 seeded ``random.Random``: the same (mix, seed) replays the same run exactly.
 
-Faults: message loss, duplication, delay and so reordering; symmetric and
+Faults: message loss, duplication, delay and so reordering; stale copies of
+messages sent up to ``replay_history_msgs_max`` sends ago (across terms,
+crashes and restarts); symmetric and
 asymmetric partitions; crashes that lose everything a node has not saved
 (its core, its unsaved Ready, its state machine), restarts from what it
 saved; uneven tick rates; a slow disk (a node's Ready waits some steps).
@@ -17,7 +19,9 @@ matching; leader completeness; no two nodes apply different entries (or
 reach different states) at one index; a committed entry is never lost; a
 ReadIndex read sees every write committed before it started. Then, with the
 faults healed, a leader must be elected and a proposal must commit on every
-member within a bounded number of ticks (liveness).
+member within a bounded number of ticks, and after that every proposal must
+be applied everywhere and every read answered (at any member) within
+``commit_bound_ticks`` (liveness).
 
 Replay a seed: ``python -m tests.sim.replay --mix MIX --seed SEED [--bug BUG]``.
 """
@@ -28,6 +32,7 @@ import heapq
 import random
 import struct
 import zlib
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -70,6 +75,7 @@ class FaultMix:
     membership_rate: float = 0.0
     snapshot_rate: float = 0.0
     transfer_rate: float = 0.0
+    replay_rate: float = 0.0  # per step: re-deliver a message sent long ago (maybe terms ago)
     wire: bool = False  # every message goes through the JSON wire encoding
     max_entries_per_msg: int = 64
     max_inflight_msgs: int = 4
@@ -121,6 +127,7 @@ MIXES: dict[str, FaultMix] = {
             max_delay_ticks=3,
             dup=0.05,
             max_entries_per_msg=2,
+            replay_rate=0.2,
         ),
         FaultMix(
             "crash5",
@@ -155,6 +162,7 @@ MIXES: dict[str, FaultMix] = {
             loss=0.05,
             max_entries_per_msg=1,
             chaos_steps=160,
+            replay_rate=0.3,
         ),
         FaultMix(
             "figure8",
@@ -178,6 +186,25 @@ MIXES: dict[str, FaultMix] = {
             crash_rate=0.01,
             partition_rate=0.01,
             uneven_ticks=True,
+            replay_rate=0.2,
+        ),
+        FaultMix(
+            # Membership changes while the network splits (both ways) and
+            # nodes crash mid-change, with stale messages from removed nodes.
+            "membership5",
+            nodes=5,
+            loss=0.05,
+            max_delay_ticks=3,
+            membership_rate=0.1,
+            partition_rate=0.05,
+            asymmetric=True,
+            isolate_leader_rate=0.01,
+            crash_rate=0.02,
+            disk_rate=0.7,
+            transfer_rate=0.01,
+            replay_rate=0.2,
+            read_rate=0.3,
+            chaos_steps=250,
         ),
         FaultMix(
             "snapshots",
@@ -203,12 +230,16 @@ MIXES: dict[str, FaultMix] = {
             membership_rate=0.03,
             snapshot_rate=0.03,
             transfer_rate=0.01,
+            replay_rate=0.1,
             max_entries_per_msg=3,
             chaos_steps=160,
             wire=True,
         ),
     ]
 }
+
+
+REPLAY_HISTORY_MSGS_MAX = 512  # sent messages kept for stale re-delivery
 
 
 class SimNode:
@@ -350,6 +381,7 @@ class Simulation:
         self.rng = random.Random(seed)
         self.now = 0
         self.net: list[tuple[int, int, Message]] = []
+        self.sent: deque[Message] = deque(maxlen=REPLAY_HISTORY_MSGS_MAX)
         self.net_seq = 0
         self.cut: set[tuple[int, int]] = set()  # (src, dst) links that drop messages
         self.checker = Checker()
@@ -399,6 +431,8 @@ class Simulation:
 
     def _send(self, m: Message) -> None:
         mix = self.mix
+        if mix.replay_rate:
+            self.sent.append(m)
         copies = 1
         if mix.loss and self.rng.random() < mix.loss:
             copies = 0
@@ -420,7 +454,12 @@ class Simulation:
                 continue
             if self.mix.wire:
                 m = decode_message(encode_message(m))
-            node.raft.step(m)
+            raft = node.raft
+            raft.step(m)
+            if raft.role is Role.LEADER:
+                # Here, not only at the end of the step: a leader elected by
+                # this message may be deposed or crash before the step ends.
+                self.checker.on_leader(node, raft)
 
     # ---- the driver loop: save, send, apply, advance ------------------------------------
 
@@ -556,6 +595,12 @@ class Simulation:
                         self.cut.update({(leader.id, other), (other, leader.id)})
         if mix.partition_rate and rng.random() < mix.partition_rate:
             self._partition()
+        if mix.replay_rate and self.sent and rng.random() < mix.replay_rate:
+            # A message from long ago (a slow link, a retransmitting proxy): it
+            # may come from a term, a leader or a process incarnation long gone.
+            old = self.sent[rng.randrange(len(self.sent))]
+            self.net_seq += 1
+            heapq.heappush(self.net, (self.now + 1, self.net_seq, old))
         if mix.crash_rate and live and rng.random() < mix.crash_rate:
             self._crash(rng.choice(live))
         if mix.leader_crash_rate and rng.random() < mix.leader_crash_rate:
@@ -596,6 +641,8 @@ class Simulation:
             raft = node.raft
             if raft is not None and (node.tick_rate >= 1.0 or rng.random() < node.tick_rate):
                 raft.tick()
+                if raft.role is Role.LEADER:
+                    self.checker.on_leader(node, raft)
         self._deliver_due()
         if chaos:
             self._faults_and_workload()
@@ -683,23 +730,47 @@ class Simulation:
         )
 
     def _check_steady_commits(self, leader: SimNode) -> None:
-        """Once healed, every proposal is applied by every member within
-        commit_bound_ticks, and leadership stays put."""
+        """Once healed, every proposal is applied by every member, and every
+        ReadIndex read (at each member in turn) is answered, within
+        commit_bound_ticks; and leadership stays put."""
         raft = leader.raft
         assert raft is not None
         term = raft.term
         pending: dict[int, int] = {}  # index -> tick proposed
+        reads: list[tuple[SimNode, int, int]] = []  # (node, ctx, tick asked)
+        members = sorted(raft.conf.members)
         for k in range(self.mix.steady_proposals):
             pending[raft.propose(b"steady%d" % k)] = self.now
+            reader = self.nodes[members[k % len(members)]]
+            ctx = self.next_ctx
+            self._read(reader)
+            if ctx in reader.reads:
+                reads.append((reader, ctx, self.now))
             self.step(chaos=False)
             self._steady_progress(leader, term, pending)
+            reads = self._steady_reads(reads)
         for _ in range(self.mix.commit_bound_ticks):
-            if not pending:
+            if not pending and not reads:
                 return
             self.step(chaos=False)
             self._steady_progress(leader, term, pending)
+            reads = self._steady_reads(reads)
         if pending:
             raise Violation(f"liveness: proposals {sorted(pending)} not applied everywhere in time")
+        if reads:
+            raise Violation(f"liveness: reads {[(n.id, c) for n, c, _ in reads]} not answered")
+
+    def _steady_reads(
+        self, reads: list[tuple[SimNode, int, int]]
+    ) -> list[tuple[SimNode, int, int]]:
+        left = [(n, ctx, at) for n, ctx, at in reads if ctx in n.reads]
+        for n, ctx, at in left:
+            if self.now - at > self.mix.commit_bound_ticks:
+                raise Violation(
+                    f"liveness: read {ctx} at node {n.id} not answered "
+                    f"{self.mix.commit_bound_ticks} ticks after it was asked"
+                )
+        return left
 
     def _steady_progress(self, leader: SimNode, term: int, pending: dict[int, int]) -> None:
         raft = leader.raft

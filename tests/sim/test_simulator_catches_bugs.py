@@ -26,6 +26,10 @@ HUNTS: dict[str, tuple[tuple[str, ...], int]] = {
     "apply_before_commit": (("crash3", "partition3"), 300),
     "read_without_heartbeat": (("isolation3", "partition3"), 1000),
     "send_before_save": (("crash3", "figure8"), 1000),
+    # Seen only with stale messages re-delivered across terms and restarts.
+    "count_stale_votes": (("crash3", "reboot5", "membership5"), 1500),
+    # Seen only by the healed cluster's bound on answering reads.
+    "read_never_released": (("lossy3",), 50),
 }
 
 
