@@ -351,5 +351,14 @@ def decode_message(raw: bytes) -> Message:
             kwargs[name] = _bool(obj, name)
         else:
             kwargs[name] = _int(obj, name, 1 if name in ("src", "dst") else 0)
+    if cls is AppendEntries and kwargs["entries"]:
+        # The core trusts both: a first entry past prev_index + 1 would leave a
+        # gap in the follower's log (an assertion crash), and no leader of a
+        # term holds entries of a later one.
+        entries = kwargs["entries"]
+        if entries[0].index != kwargs["prev_index"] + 1:
+            raise MessageDecodeError("entries must start at prev_index + 1")
+        if any(e.term > kwargs["term"] for e in entries):
+            raise MessageDecodeError("an entry's term exceeds the sender's term")
     msg: Message = cls(**kwargs)
     return msg

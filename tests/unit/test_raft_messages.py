@@ -48,10 +48,19 @@ def entries(draw: st.DrawFn) -> tuple[Entry, ...]:
     )
 
 
+@st.composite
+def appends(draw: st.DrawFn) -> AppendEntries:
+    """Well formed: entries follow prev_index, none of a term above the sender's."""
+    es = draw(entries())
+    prev_index = es[0].index - 1 if es else draw(nat)
+    term = draw(st.integers(max((e.term for e in es), default=0), 2**63 - 1))
+    return AppendEntries(draw(ids), draw(ids), term, prev_index, draw(nat), es, draw(nat))
+
+
 messages = st.one_of(
     st.builds(VoteRequest, ids, ids, nat, nat, nat, st.booleans(), st.booleans()),
     st.builds(VoteResponse, ids, ids, nat, st.booleans(), st.booleans()),
-    st.builds(AppendEntries, ids, ids, nat, nat, nat, entries(), nat),
+    appends(),
     st.builds(AppendResponse, ids, ids, nat, st.booleans(), nat, nat, nat),
     st.builds(Heartbeat, ids, ids, nat, nat, nat),
     st.builds(HeartbeatResponse, ids, ids, nat, nat),
@@ -118,6 +127,8 @@ def _append(entries: object) -> bytes:
         [[1, 0, 0, ""]],  # term 0
         [[1, 1, 0, "not base64!"]],
         [[1, 1, 0, ""], [3, 1, 0, ""]],  # a gap
+        [[2, 1, 0, ""]],  # does not follow prev_index 0 (the core would crash on the gap)
+        [[1, 2, 0, ""]],  # a term above the sender's term 1
     ],
 )
 def test_malformed_entries_are_rejected(bad_entries: object) -> None:
