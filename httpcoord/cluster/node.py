@@ -252,6 +252,10 @@ class LocalNode:
                 continue
             self._track_sessions(p.txn)
             self.history.append(result.zxid, events)
+            # Answer the writer first: its reply is scheduled ahead of the
+            # watchers woken below, so a write's latency does not grow with
+            # the number of watchers of its path.
+            _settle(p.future, result=result)
             for listener in self.listeners:
                 # The write is durable and applied: a watcher's bug must not
                 # stop the commit loop or leave the rest of the batch unanswered.
@@ -259,7 +263,6 @@ class LocalNode:
                     listener(result.zxid, events)
                 except Exception:
                     log.exception("event listener failed at zxid %d", result.zxid)
-            _settle(p.future, result=result)
 
     def _track_sessions(self, txn: Txn) -> None:
         for op in txn.ops:

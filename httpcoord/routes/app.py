@@ -7,6 +7,8 @@ log is closed.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import AsyncIterator
 
@@ -58,5 +60,15 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[HUB] = hub
     app[meta.REGISTRY] = meta.metrics_registry(node, hub)
     node.start()
+    sweeper = asyncio.create_task(_sweep_watches(hub, config.limits.sse_keepalive_ms / 1000))
     yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
     await node.close()
+
+
+async def _sweep_watches(hub: WatchHub, every_s: float) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        hub.sweep()

@@ -29,7 +29,6 @@ WATCH_PREFIX = "/v1/watch"
 _PARAMS = frozenset({"since", "recursive", "data", "timeout"})
 _DEFAULT_TIMEOUT_S = 30.0
 _SSE_RETRY_MS = 1000
-_SSE_WRITE_TIMEOUT_S = 30.0  # a client that reads nothing for this long is dropped
 
 
 def event_json(event: Event, with_data: bool) -> dict[str, object]:
@@ -45,6 +44,9 @@ def event_json(event: Event, with_data: bool) -> dict[str, object]:
 
 
 def sse_frames(delivery: Delivery, with_data: bool) -> bytes:
+    cached = delivery.sse_cache.get(with_data)
+    if cached is not None:
+        return cached
     parts = []
     last = len(delivery.events) - 1
     for i, event in enumerate(delivery.events):
@@ -53,7 +55,8 @@ def sse_frames(delivery: Delivery, with_data: bool) -> bytes:
             frame += b"id: %d\n" % delivery.zxid
         frame += b"data: " + orjson.dumps(event_json(event, with_data)) + b"\n\n"
         parts.append(frame)
-    return b"".join(parts)
+    encoded = delivery.sse_cache[with_data] = b"".join(parts)
+    return encoded
 
 
 def _since(request: web.Request) -> int | None:
@@ -103,9 +106,9 @@ async def watch(request: web.Request) -> web.StreamResponse:
 async def _long_poll(
     request: web.Request, sub: Subscriber, with_data: bool, timeout: float
 ) -> web.Response:
-    if not sub.queue and not sub.overflowed and not sub.closed and timeout > 0:
+    if not sub.ready and timeout > 0:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(sub.wake.wait(), timeout)
+            await asyncio.wait_for(sub.wait(asyncio.get_running_loop()), timeout)
     deliveries = sub.take()
     events = [event_json(e, with_data) for d in deliveries for e in d.events]
     # Everything up to "zxid" that matches was delivered: the next since. An
@@ -118,7 +121,6 @@ async def _long_poll(
 
 
 async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web.StreamResponse:
-    keepalive_s = request.app[CONFIG].limits.sse_keepalive_ms / 1000
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -128,35 +130,34 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
         }
     )
     await response.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return response
+    # Keepalives and the cut-off of a client that reads nothing come from the
+    # hub's periodic sweep (see WatchHub.sweep), not from a timer per stream.
+    sub.stream, sub.abort = True, transport.close
+    loop = asyncio.get_running_loop()
     # An id with no data sets the browser's last event ID without dispatching
     # an event: a stream dropped before its first event still resumes from
     # where it started, not from whatever is current when it reconnects.
-    await _write(request, response, b"retry: %d\nid: %d\n\n" % (_SSE_RETRY_MS, sub.start_zxid))
+    await response.write(b"retry: %d\nid: %d\n\n" % (_SSE_RETRY_MS, sub.start_zxid))
     while True:
         if sub.queue:
             frames = b"".join(sse_frames(d, with_data) for d in sub.take())
-            await _write(request, response, frames)
-            continue
-        if sub.closed:
-            response.force_close()
-            return response
-        if sub.overflowed:
+            await response.write(frames)
+            sub.active = True
+        elif sub.closed:
+            break
+        elif sub.overflowed:
             # Where to resume: the browser's EventSource reconnects on its
             # own with Last-Event-ID, which is exactly this zxid.
             final = orjson.dumps({"reason": "slow consumer", "resume_from": sub.last_zxid})
-            await _write(request, response, b"event: overflow\ndata: " + final + b"\n\n")
-            response.force_close()  # end the connection, not just the response
-            return response
-        try:
-            await asyncio.wait_for(sub.wake.wait(), keepalive_s)
-        except TimeoutError:
-            await _write(request, response, b": keepalive\n\n")
-
-
-async def _write(request: web.Request, response: web.StreamResponse, data: bytes) -> None:
-    try:
-        await asyncio.wait_for(response.write(data), _SSE_WRITE_TIMEOUT_S)
-    except TimeoutError:
-        if request.transport is not None:
-            request.transport.close()
-        raise asyncio.CancelledError from None
+            await response.write(b"event: overflow\ndata: " + final + b"\n\n")
+            break
+        elif sub.keepalive_due:
+            sub.keepalive_due = False
+            await response.write(b": keepalive\n\n")
+        else:
+            await sub.wait(loop)
+    response.force_close()  # end the connection, not just the response
+    return response

@@ -253,3 +253,16 @@ async def test_a_slow_consumer_is_cut_off_with_where_to_resume(tmp_path: Path) -
             async with http.get(f"/v1/watch/slow?since={resume_from}&timeout=0") as r:
                 rest = [e["zxid"] for e in (await r.json())["events"]]
             assert ids + rest == written
+
+
+async def test_idle_sse_streams_get_keepalive_comments(tmp_path: Path) -> None:
+    with start_server(tmp_path / "data", "--sse-keepalive-ms", "100") as srv:
+        async with (
+            aiohttp.ClientSession(base_url=srv.url) as http,
+            http.get("/v1/watch/quiet", headers=SSE) as r,
+        ):
+            seen = b""
+            async with asyncio.timeout(DEADLINE_S):
+                while seen.count(b": keepalive\n\n") < 2:
+                    seen += await r.content.readany()
+            assert seen.startswith(b"retry: 1000\nid: 0\n\n")

@@ -200,5 +200,31 @@ def test_after_shutdown_begins_new_watches_end_at_once() -> None:
     before = feed.hub.subscribe("/a", recursive=False, since=None, client="c")
     feed.hub.close_all()
     after = feed.hub.subscribe("/b", recursive=False, since=None, client="c")
-    assert before.closed and before.wake.is_set()
-    assert after.closed
+    assert before.closed and before.ready
+    assert after.closed and after.ready
+
+
+def test_watchers_of_one_path_share_one_delivery() -> None:
+    feed = Feed()
+    subs = [feed.hub.subscribe("/s", recursive=False, since=None, client="c") for _ in range(3)]
+    feed.apply(CreateOp("/s"))
+    deliveries = [sub.take()[0] for sub in subs]
+    assert deliveries[0] is deliveries[1] is deliveries[2]
+
+
+def test_sweep_wakes_idle_streams_and_aborts_stuck_ones() -> None:
+    feed = Feed(queue=1)
+    aborted: list[str] = []
+    idle = feed.hub.subscribe("/i", recursive=False, since=None, client="c")
+    stuck = feed.hub.subscribe("/s", recursive=True, since=None, client="c")
+    poll = feed.hub.subscribe("/p", recursive=False, since=None, client="c")
+    for sub, name in ((idle, "idle"), (stuck, "stuck")):
+        sub.stream = True
+        sub.abort = lambda name=name: aborted.append(name)
+    feed.apply(CreateOp("/s"))
+    feed.apply(CreateOp("/s/x"))  # nobody reads: over the stuck stream's buffer of one
+    assert stuck.overflowed
+    feed.hub.sweep()
+    assert idle.keepalive_due and not poll.keepalive_due and aborted == []
+    feed.hub.sweep()
+    assert aborted == ["stuck"]
