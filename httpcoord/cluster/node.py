@@ -105,6 +105,9 @@ class LocalNode:
         self._failed: BaseException | None = None
         self._closing = False
         self.listeners: list[EventListener] = []
+        # Called with the id of each session a txn closes (by its client or
+        # by expiry), e.g. to end its keepalive socket at once.
+        self.session_closed_listeners: list[Callable[[str], None]] = []
         self.snapshots_taken = 0
 
     # ---- lifecycle -----------------------------------------------------------
@@ -270,6 +273,8 @@ class LocalNode:
                 self.sessions.open(op.session_id, op.ttl_ms, self._monotonic_ms())
             elif isinstance(op, CloseSessionOp):
                 self.sessions.forget(op.session_id)
+                for listener in self.session_closed_listeners:
+                    listener(op.session_id)
 
     def _fail_pending(self, exc: CoordError) -> None:
         while self._pending:

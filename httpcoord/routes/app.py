@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,8 @@ from httpcoord.watch.hub import WatchHub
 # Room for headers and framing above the largest accepted body; the handlers
 # enforce the exact per-route limits themselves.
 _BODY_SLACK_BYTES = 64 * 1024
+# Keepalives go out within 1/8 of a period of falling due, spread over time.
+_SWEEPS_PER_KEEPALIVE = 8
 
 
 def create_app(config: Config) -> web.Application:
@@ -57,6 +60,8 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
         node.history, config.limits.watchers_per_client_max, config.limits.watch_queue_events_max
     )
     node.listeners.append(hub.publish)
+    app[sessions.KEEPALIVES] = {}
+    node.session_closed_listeners.append(functools.partial(sessions.end_keepalives, app))
     app[HUB] = hub
     app[meta.REGISTRY] = meta.metrics_registry(node, hub)
     node.start()
@@ -68,7 +73,8 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await node.close()
 
 
-async def _sweep_watches(hub: WatchHub, every_s: float) -> None:
+async def _sweep_watches(hub: WatchHub, keepalive_s: float) -> None:
+    loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(every_s)
-        hub.sweep()
+        await asyncio.sleep(keepalive_s / _SWEEPS_PER_KEEPALIVE)
+        hub.sweep(loop.time(), keepalive_s)

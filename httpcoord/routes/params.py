@@ -132,4 +132,3 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
         parts.append(chunk)
     return b"".join(parts)
-

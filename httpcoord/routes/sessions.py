@@ -6,6 +6,7 @@ the deadline on the expiry authority, so it stays cheap.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 
 import orjson
@@ -25,7 +26,8 @@ SESSION_HEADER = "X-Coord-Session"
 _SESSION_BODY_BYTES_MAX = 4096
 _NO_PARAMS = frozenset[str]()
 _KEEPALIVE_MESSAGE_BYTES_MAX = 1024
-_WS_SESSION_EXPIRED = 4404  # a private-use WebSocket close code: the session is gone
+WS_SESSION_EXPIRED = 4404  # a private-use WebSocket close code: the session is gone
+KEEPALIVES = web.AppKey("keepalive_sockets", dict[str, set[web.WebSocketResponse]])
 
 
 def _json(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
@@ -116,32 +118,48 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     aiohttp's per-request work; a WebSocket frame costs a fraction of that,
     so 10,000 sessions beating every ttl/3 stay cheap. The server sends
     nothing while the session lives; when the session is gone (expired,
-    closed elsewhere) it closes the socket with code 4404, so the client
-    learns of the loss at once."""
+    closed elsewhere) it closes the socket with code 4404 in the same turn
+    of the loop, so the client learns of the loss at once."""
     query(request, _NO_PARAMS)
     node = request.app[NODE]
     session_id = request.match_info["id"]
-    ttl_ms = node.heartbeat(session_id)  # unknown or expired: 404 before the upgrade
+    node.heartbeat(session_id)  # unknown or expired: 404 before the upgrade
     ws = web.WebSocketResponse(max_msg_size=_KEEPALIVE_MESSAGE_BYTES_MAX)
     if not ws.can_prepare(request).ok:
         raise BadArguments("expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
     await ws.prepare(request)
-    while True:
-        try:
-            msg = await ws.receive(timeout=ttl_ms / 1000)
-        except TimeoutError:
-            # Silent for a whole ttl: the session has expired or is about to.
-            if session_id in node.tree.sessions:
-                continue
-            break
-        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
-            return ws  # closed by the client, or a protocol error
-        try:
-            node.heartbeat(session_id)
-        except SessionExpired:
-            break
-    await ws.close(code=_WS_SESSION_EXPIRED, message=b"SessionExpired")
+    sockets = request.app[KEEPALIVES]
+    sockets.setdefault(session_id, set()).add(ws)
+    try:
+        # No timeout per frame (that was most of a frame's cost): the close
+        # of the session, however it happens, closes this socket (below).
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            try:
+                node.heartbeat(session_id)
+            except SessionExpired:
+                await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
+                break
+    finally:
+        peers = sockets.get(session_id)
+        if peers is not None:
+            peers.discard(ws)
+            if not peers:
+                del sockets[session_id]
     return ws
+
+
+def end_keepalives(app: web.Application, session_id: str) -> None:
+    """The session is closed: close its keepalive sockets with code 4404."""
+    for ws in app[KEEPALIVES].get(session_id, ()):
+        close = ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
+        task = asyncio.ensure_future(close)
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Future[bool]] = set()  # keeps the close tasks referenced
 
 
 @routes.delete("/v1/sessions/{id}")

@@ -137,6 +137,7 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
     # hub's periodic sweep (see WatchHub.sweep), not from a timer per stream.
     sub.stream, sub.abort = True, transport.close
     loop = asyncio.get_running_loop()
+    sub.last_active_s = loop.time()
     # An id with no data sets the browser's last event ID without dispatching
     # an event: a stream dropped before its first event still resumes from
     # where it started, not from whatever is current when it reconnects.
@@ -145,7 +146,7 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
         if sub.queue:
             frames = b"".join(sse_frames(d, with_data) for d in sub.take())
             await response.write(frames)
-            sub.active = True
+            sub.last_active_s = loop.time()
         elif sub.closed:
             break
         elif sub.overflowed:

@@ -50,8 +50,8 @@ class Subscriber:
     closed: bool = False  # the server is shutting down: end the watch
     keepalive_due: bool = False  # an SSE stream has been idle for a keepalive period
     stream: bool = False  # an SSE stream (long-polls get no keepalives)
-    active: bool = False  # the stream wrote something since the last sweep
-    stuck_sweeps: int = 0  # sweeps seen while cut off but not yet gone
+    last_active_s: float = 0.0  # loop time of the stream's last write
+    cut_off_s: float | None = None  # loop time a sweep first saw it cut off
     abort: Callable[[], None] | None = None  # drops the connection
     # A bare future rather than an asyncio.Event: Event.wait() looks up the
     # running loop each time, a getpid() system call on Python 3.11, which at
@@ -171,25 +171,28 @@ class WatchHub:
                     sub.closed = True
                     sub.wake()
 
-    def sweep(self) -> None:
-        """Once per keepalive period, for SSE streams: wake the idle ones to
-        send a keepalive line, and abort the connection of one that stays
-        cut off (overflowed or closing) but cannot even be written to, so a
-        client that reads nothing cannot hold its watcher for ever. One pass
-        here replaces a timer per stream."""
+    def sweep(self, now_s: float, keepalive_s: float) -> None:
+        """Run every fraction of the keepalive period, for SSE streams: wake
+        those idle for a whole period to send a keepalive line (streams opened
+        at different times fall due at different sweeps, so keepalives do not
+        all go out at once), and abort the connection of one cut off
+        (overflowed or closing) for a whole period that still has not gone,
+        so a client that reads nothing cannot hold its watcher for ever. One
+        pass here replaces a timer per stream."""
         for index in (self._exact, self._recursive):
             for subs in index.values():
                 for sub in subs:
                     if not sub.stream:
                         continue
                     if sub.overflowed or sub.closed:
-                        sub.stuck_sweeps += 1
-                        if sub.stuck_sweeps >= 2 and sub.abort is not None:
+                        if sub.cut_off_s is None:
+                            sub.cut_off_s = now_s
+                        elif now_s - sub.cut_off_s >= keepalive_s and sub.abort is not None:
                             sub.abort()
-                    elif not sub.active:
+                    elif now_s - sub.last_active_s >= keepalive_s:
+                        sub.last_active_s = now_s
                         sub.keepalive_due = True
                         sub.wake()
-                    sub.active = False
 
     def publish(self, zxid: int, events: list[Event]) -> None:
         """Hand each subscriber the events of this txn that it watches (the

@@ -209,3 +209,14 @@ async def test_websocket_keepalive_refuses_unknown_sessions_and_plain_requests(
     assert await status(http, "GET", f"/v1/sessions/{'0' * 32}/keepalive") == 404
     sid = await open_session(http, 5000)
     assert await status(http, "GET", f"/v1/sessions/{sid}/keepalive") == 400
+
+
+async def test_websocket_keepalive_is_closed_when_the_session_expires(
+    http: aiohttp.ClientSession,
+) -> None:
+    sid = await open_session(http, 300)
+    async with http.ws_connect(f"/v1/sessions/{sid}/keepalive") as ws:
+        # Silence: the session expires, and the socket is closed with it.
+        msg = await asyncio.wait_for(ws.receive(), POLL_DEADLINE_S)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4404
+    assert await status(http, "POST", f"/v1/sessions/{sid}/heartbeat") == 404

@@ -224,7 +224,13 @@ def test_sweep_wakes_idle_streams_and_aborts_stuck_ones() -> None:
     feed.apply(CreateOp("/s"))
     feed.apply(CreateOp("/s/x"))  # nobody reads: over the stuck stream's buffer of one
     assert stuck.overflowed
-    feed.hub.sweep()
+    idle.last_active_s = 100.0
+    feed.hub.sweep(now_s=114.9, keepalive_s=15)
+    assert not idle.keepalive_due and aborted == []
+    feed.hub.sweep(now_s=115.0, keepalive_s=15)
     assert idle.keepalive_due and not poll.keepalive_due and aborted == []
-    feed.hub.sweep()
+    # Cut off since the sweep at 114.9: aborted a whole period after that.
+    feed.hub.sweep(now_s=129.8, keepalive_s=15)
+    assert aborted == []
+    feed.hub.sweep(now_s=129.9, keepalive_s=15)
     assert aborted == ["stuck"]
