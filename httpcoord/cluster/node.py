@@ -97,6 +97,7 @@ class LocalNode:
         for session in tree.sessions.values():
             self.sessions.open(session.id, session.ttl_ms, now)
         self._maintenance: asyncio.Task[None] | None = None
+        self._snapshot_task: asyncio.Task[None] | None = None
         self._pending: deque[_Proposal] = deque()
         self._pending_bytes = 0
         self._wakeup = asyncio.Event()
@@ -167,6 +168,9 @@ class LocalNode:
         try:
             if self._task is not None:
                 await self._task
+            if self._snapshot_task is not None:
+                # Let it finish (its failure was already handled and logged).
+                await asyncio.wait([self._snapshot_task])
             self._fail_pending(Unavailable("node is shutting down"))
             await self.log_store.close()
         finally:
@@ -210,7 +214,7 @@ class LocalNode:
             while not self._closing:
                 await self._wakeup.wait()
                 self._wakeup.clear()
-                while self._pending and not self._closing:
+                while self._pending and not self._closing and self._failed is None:
                     batch = self._take_batch()
                     first = self.applied_index + 1
                     entries = [
@@ -219,8 +223,10 @@ class LocalNode:
                     await self.log_store.append(entries)
                     self._apply_batch(batch)
                     self._log_bytes_since_snapshot += sum(len(p.data) for p in batch)
-                    if self._snapshot_due():
-                        await self.take_snapshot()
+                    if self._snapshot_due() and self._snapshot_task is None:
+                        # In the background: writes go on being appended while
+                        # the snapshot is written (see SqliteLog.install_snapshot).
+                        self._snapshot_task = asyncio.create_task(self._background_snapshot())
         except Exception as exc:
             # A failed append (disk full, I/O error), a failed snapshot (its
             # transaction may be left open, so a later append would not be
@@ -342,11 +348,22 @@ class LocalNode:
             or self._log_bytes_since_snapshot >= self.limits.snapshot_log_bytes
         )
 
+    async def _background_snapshot(self) -> None:
+        try:
+            await self.take_snapshot()
+        except Exception as exc:
+            # As for a failed append: nothing after a storage failure is safe.
+            log.exception("snapshot failed; refusing writes from now on")
+            self._failed = exc
+            self._fail_pending(Unavailable("storage failed"))
+        finally:
+            self._snapshot_task = None
+
     async def take_snapshot(self) -> None:
         """Snapshot the tree at the applied index and drop the log behind it.
 
         The chunks are taken synchronously so they describe exactly one
-        applied index; writing them waits for nothing else in the loop."""
+        applied index; appends go on while they are written."""
         index, zxid = self.applied_index, self.tree.zxid
         chunks = list(self.tree.snapshot_chunks())
         await self.log_store.install_snapshot(index, 0, zxid, self._wall_ms(), chunks)

@@ -57,6 +57,15 @@ CREATE TABLE IF NOT EXISTS snapshot_chunk (
 """
 
 
+_INSERT_SNAPSHOT_SQL = (
+    "INSERT INTO snapshot(id, log_index, log_term, zxid, created_ms, chunks)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+# A snapshot is written this many bytes per transaction, so that appends
+# interleave with a large snapshot rather than wait for all of it.
+_SNAPSHOT_TXN_BYTES = 4 * 1024 * 1024
+
 # SQLite binds at most 32766 variables per statement (3.32+); 4 per row.
 _ROWS_PER_INSERT_MAX = 4096
 
@@ -128,6 +137,10 @@ class SqliteLog:
                 raise StorageCorrupt(
                     f"{path} has schema version {version}, expected {SCHEMA_VERSION}"
                 )
+            # Chunks of a snapshot whose install a crash cut short.
+            await db.execute(
+                "DELETE FROM snapshot_chunk WHERE snapshot_id NOT IN (SELECT id FROM snapshot)"
+            )
         except BaseException:
             await db.close()
             raise
@@ -208,38 +221,94 @@ class SqliteLog:
     async def install_snapshot(
         self, log_index: int, log_term: int, zxid: int, created_ms: int, chunks: list[bytes]
     ) -> SnapshotMeta:
-        """Store a snapshot of the state at ``log_index`` and drop the log rows
-        it covers and every older snapshot, in one fsynced transaction."""
-        async with self._write_lock:
-            meta = await self._install_snapshot(log_index, log_term, zxid, created_ms, chunks)
-        self.fsyncs += 1
-        return meta
+        """Store a snapshot of the state at ``log_index``, then drop the log
+        rows it covers and every older snapshot.
 
-    async def _install_snapshot(
-        self, log_index: int, log_term: int, zxid: int, created_ms: int, chunks: list[bytes]
-    ) -> SnapshotMeta:
+        The chunks go in first, a few MiB per transaction under a staging id
+        that no snapshot row names yet, so appends interleave with them
+        instead of waiting for the whole tree to be written. One last small
+        transaction makes the snapshot visible; what it replaces (older
+        chunks, the log up to its index) is then deleted in batches. A crash
+        before the snapshot is visible leaves the old snapshot and the whole
+        log (the orphan chunks are removed at the next open); a crash during
+        the deletes leaves garbage that no reader looks at and that the next
+        snapshot removes."""
+        snap_id = await self._staging_id()
+        group: list[tuple[int, int, bytes]] = []
+        size = 0
+        for seq, chunk in enumerate(chunks):
+            group.append((snap_id, seq, chunk))
+            size += len(chunk)
+            if size >= _SNAPSHOT_TXN_BYTES:
+                await self._write_chunks(group)
+                group, size = [], 0
+        if group:
+            await self._write_chunks(group)
+        async with self._write_lock:
+            await self._in_transaction(
+                (
+                    _INSERT_SNAPSHOT_SQL,
+                    (snap_id, log_index, log_term, zxid, created_ms, len(chunks)),
+                ),
+                ("DELETE FROM snapshot WHERE id <> ?", (snap_id,)),
+            )
+        self.fsyncs += 1
+        # What the snapshot replaced goes in small transactions too. Until it
+        # is gone it is garbage no reader looks at: recovery reads the newest
+        # snapshot's chunks and the log after its index only.
+        await self._delete_in_batches(
+            "DELETE FROM snapshot_chunk WHERE rowid IN (SELECT rowid FROM snapshot_chunk"
+            " WHERE snapshot_id <> ? LIMIT 16)",
+            (snap_id,),
+        )
+        await self._delete_in_batches(
+            "DELETE FROM log WHERE idx IN (SELECT idx FROM log WHERE idx <= ? LIMIT 10000)",
+            (log_index,),
+        )
+        return SnapshotMeta(snap_id, log_index, log_term, zxid, created_ms, len(chunks))
+
+    async def _delete_in_batches(self, sql: str, params: tuple[object, ...]) -> None:
+        while True:
+            async with self._write_lock:
+                cursor = await self._db.execute(sql, params)  # autocommit: one txn
+                deleted = cursor.rowcount
+            self.fsyncs += 1
+            if deleted <= 0:
+                return
+
+    async def _staging_id(self) -> int:
+        return int(
+            await _scalar(
+                self._db,
+                "SELECT max(coalesce((SELECT max(id) FROM snapshot), 0),"
+                " coalesce((SELECT max(snapshot_id) FROM snapshot_chunk), 0)) + 1",
+            )
+        )
+
+    async def _write_chunks(self, rows: list[tuple[int, int, bytes]]) -> None:
+        async with self._write_lock:
+            db = self._db
+            await db.execute("BEGIN")
+            try:
+                await db.executemany(
+                    "INSERT INTO snapshot_chunk(snapshot_id, seq, data) VALUES (?, ?, ?)", rows
+                )
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        self.fsyncs += 1
+
+    async def _in_transaction(self, *statements: tuple[str, tuple[object, ...]]) -> None:
         db = self._db
         await db.execute("BEGIN")
         try:
-            cursor = await db.execute(
-                "INSERT INTO snapshot(log_index, log_term, zxid, created_ms, chunks)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (log_index, log_term, zxid, created_ms, len(chunks)),
-            )
-            snap_id = cursor.lastrowid
-            assert snap_id is not None
-            await db.executemany(
-                "INSERT INTO snapshot_chunk(snapshot_id, seq, data) VALUES (?, ?, ?)",
-                [(snap_id, seq, chunk) for seq, chunk in enumerate(chunks)],
-            )
-            await db.execute("DELETE FROM snapshot_chunk WHERE snapshot_id <> ?", (snap_id,))
-            await db.execute("DELETE FROM snapshot WHERE id <> ?", (snap_id,))
-            await db.execute("DELETE FROM log WHERE idx <= ?", (log_index,))
+            for sql, params in statements:
+                await db.execute(sql, params)
             await db.execute("COMMIT")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
-        return SnapshotMeta(snap_id, log_index, log_term, zxid, created_ms, len(chunks))
 
     async def checkpoint(self) -> None:
         """Fold the WAL back into the database file (after a snapshot shrank it)."""

@@ -58,9 +58,16 @@ async def test_snapshot_truncates_the_log_and_restores(tmp_path: Path) -> None:
     await node.propose((CreateOp("/a"),))
     for i in range(24):
         await node.propose((CreateOp(f"/a/n{i}", b"x" * i),))
-    assert node.snapshots_taken == 2
-    remaining = [e async for e in node.log_store.entries_after(20)]
-    assert [e.index for e in remaining] == list(range(21, 26))
+    # Snapshots are written in the background: wait for the one in flight.
+    deadline = asyncio.get_running_loop().time() + 5
+    while node.snapshots_taken < 2:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    snap = await node.log_store.latest_snapshot()
+    assert snap is not None and 20 <= snap.log_index <= 25
+    # Only the log after the snapshot is left.
+    rows = await (await node.log_store._db.execute("SELECT idx FROM log ORDER BY idx")).fetchall()
+    assert [r[0] for r in rows] == list(range(snap.log_index + 1, 26))
     image = node.tree.snapshot_bytes()
     await node.close()
 
@@ -90,3 +97,42 @@ async def test_writes_after_close_are_refused_as_unavailable(tmp_path: Path) -> 
     await node.close()
     with pytest.raises(Unavailable):
         await node.propose((CreateOp("/late"),))
+
+
+async def test_writes_go_on_while_a_snapshot_is_written(tmp_path: Path) -> None:
+    node = await open_node(tmp_path, snapshot_entries=3)
+    store = node.log_store
+    real_write_chunks = store._write_chunks
+    chunk_written = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_chunks(rows: list[tuple[int, int, bytes]]) -> None:
+        await real_write_chunks(rows)
+        chunk_written.set()
+        await release.wait()  # the snapshot is stuck between two transactions
+
+    store._write_chunks = slow_chunks  # type: ignore[method-assign]
+    for i in range(3):
+        await node.propose((CreateOp(f"/n{i}"),))
+    await asyncio.wait_for(chunk_written.wait(), 5)
+    # A snapshot is being written, and a write is acknowledged meanwhile.
+    done = await asyncio.wait_for(node.propose((CreateOp("/during"),)), 5)
+    assert done.zxid == 4 and node.snapshots_taken == 0
+    release.set()
+    await node.close()
+    node = await open_node(tmp_path)
+    assert node.tree.exists("/during") and node.tree.zxid == 4
+    assert (await node.log_store.latest_snapshot()) is not None
+    await node.close()
+
+
+async def test_chunks_of_an_unfinished_snapshot_are_dropped_at_open(tmp_path: Path) -> None:
+    store = await SqliteLog.open(tmp_path)
+    await store.append([LogEntry(1, 0, 0, b"{}")])
+    await store._write_chunks([(7, 0, b"orphan")])  # a crash before the snapshot row
+    await store.close()
+    store = await SqliteLog.open(tmp_path)
+    assert await store.latest_snapshot() is None
+    assert [c async for c in store.snapshot_chunks(7)] == []
+    assert [e.index async for e in store.entries_after(0)] == [1]
+    await store.close()
