@@ -54,7 +54,6 @@ import hashlib
 import json
 import os
 import platform
-import resource
 import shutil
 import signal
 import subprocess
@@ -65,7 +64,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_single_node import (
+from _common import (
     CLK_TCK,
     HOST,
     RESULTS_DIR,
@@ -74,7 +73,9 @@ from bench_single_node import (
     http_request,
     httpcoord_server,
     machine_ticks,
+    percentile,
     process_cpu_ticks,
+    raise_nofile,
 )
 
 # ---- /proc and limits ------------------------------------------------------------------
@@ -91,22 +92,8 @@ def rss_kib(pid: int) -> dict[str, int]:
     return out
 
 
-def raise_nofile(needed: int) -> tuple[int, int]:
-    """Raise the soft open-files limit towards the hard one; return (soft, hard)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else max(soft, needed)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        soft = want
-    return soft, hard
 
 
-def percentile(sorted_values: list[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted list (0 if empty)."""
-    if not sorted_values:
-        return 0.0
-    rank = max(0, min(len(sorted_values) - 1, round(q / 100 * len(sorted_values)) - 1))
-    return sorted_values[rank]
 
 
 # ---- the load client: raw HTTP/1.1 over asyncio transports --------------------------------

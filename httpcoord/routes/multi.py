@@ -11,9 +11,10 @@ from pydantic import ValidationError
 from httpcoord.config import Limits
 from httpcoord.errors import BadArguments, CoordError, MultiFailed, PayloadTooLarge
 from httpcoord.routes.expect import expect_body_within
-from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
+from httpcoord.routes.keys import CONFIG, NODE
 from httpcoord.routes.models import CheckOpIn, CreateOpIn, DeleteOpIn, MultiRequest, SetOpIn
 from httpcoord.routes.params import path_length_max, query, read_body
+from httpcoord.routes.render import json_response
 from httpcoord.routes.sessions import session_of
 from httpcoord.tree.paths import validate_path
 from httpcoord.tree.tree import check_node_kind
@@ -47,7 +48,7 @@ async def multi(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if not ops:
         # Nothing to do: answer at once, take no zxid.
-        return _ok({"zxid": node.tree.zxid, "results": []}, node.tree.zxid)
+        return json_response({"zxid": node.tree.zxid, "results": []}, zxid=node.tree.zxid)
     txn = await node.propose(ops, multi=True)
     results = []
     for r in txn.results:
@@ -55,13 +56,7 @@ async def multi(request: web.Request) -> web.Response:
         if r.stat is not None:
             item["stat"] = r.stat
         results.append(item)
-    return _ok({"zxid": txn.zxid, "results": results}, txn.zxid)
-
-
-def _ok(body: object, zxid: int) -> web.Response:
-    response = web.Response(body=orjson.dumps(body), content_type="application/json")
-    response.headers[ZXID_HEADER] = str(zxid)
-    return response
+    return json_response({"zxid": txn.zxid, "results": results}, zxid=txn.zxid)
 
 
 def _to_ops(request_model: MultiRequest, limits: Limits, owner: str) -> tuple[Op, ...]:

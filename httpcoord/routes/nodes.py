@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-import orjson
 from aiohttp import web
 
 from httpcoord.routes.expect import expect_body_within
-from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
+from httpcoord.routes.keys import CONFIG, NODE
 from httpcoord.routes.params import (
     flag,
     integer,
@@ -18,7 +17,7 @@ from httpcoord.routes.params import (
     version,
     znode_path,
 )
-from httpcoord.routes.render import encode_data, stat_headers
+from httpcoord.routes.render import encode_data, json_response, stat_headers
 from httpcoord.routes.sessions import session_of
 from httpcoord.tree.tree import TTL_MS_MAX, check_node_kind
 from httpcoord.tree.txn import CreateOp, DeleteOp, SetDataOp
@@ -27,7 +26,6 @@ routes = web.RouteTableDef()
 
 # [\s\S] rather than ".": a %0A in a path must reach the validator (400), not miss the route.
 NODE_URL = r"/v1/nodes{path:(/[\s\S]*)?}"
-JSON = "application/json"
 
 _GET_PARAMS = frozenset({"children", "raw"})
 _HEAD_PARAMS = frozenset[str]()
@@ -35,13 +33,6 @@ _CREATE_PARAMS = frozenset({"sequential", "parents", "ephemeral", "container", "
 _SET_PARAMS = frozenset({"version"})
 _DELETE_PARAMS = frozenset({"version", "recursive"})
 _EXPECT_DATA = expect_body_within(lambda limits: limits.data_bytes_max)
-
-
-def _json(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
-    response = web.Response(body=orjson.dumps(body), status=status, content_type=JSON)
-    if zxid is not None:
-        response.headers[ZXID_HEADER] = str(zxid)
-    return response
 
 
 @routes.get(NODE_URL, allow_head=False)
@@ -60,7 +51,7 @@ async def get_node(request: web.Request) -> web.Response:
     if flag(q, "children"):
         # Sorted like ZooKeeper's getChildren is not, so pages and diffs are stable.
         body["children"] = sorted(node.children)
-    return _json(body)
+    return json_response(body)
 
 
 @routes.head(NODE_URL)
@@ -87,7 +78,9 @@ async def create_node(request: web.Request) -> web.Response:
     op = CreateOp(path, data, sequential, flag(q, "parents"), owner, container, ttl_ms)
     txn = await request.app[NODE].propose((op,))
     result = txn.results[0]
-    response = _json({"path": result.path, "zxid": txn.zxid, "stat": result.stat}, 201, txn.zxid)
+    response = json_response(
+        {"path": result.path, "zxid": txn.zxid, "stat": result.stat}, 201, txn.zxid
+    )
     response.headers["Location"] = "/v1/nodes" + quote(result.path)
     return response
 
@@ -104,7 +97,7 @@ async def set_node(request: web.Request) -> web.Response:
     txn = await request.app[NODE].propose((op,))
     result = txn.results[0]
     body = {"path": path, "zxid": txn.zxid, "stat": result.stat}
-    return _json(body, 201 if result.created else 200, txn.zxid)
+    return json_response(body, 201 if result.created else 200, txn.zxid)
 
 
 @routes.delete(NODE_URL)
@@ -114,4 +107,4 @@ async def delete_node(request: web.Request) -> web.Response:
     path = znode_path(request, max_length=limits.path_length_max)
     op = DeleteOp(path, version(q), recursive=flag(q, "recursive"))
     txn = await request.app[NODE].propose((op,))
-    return _json({"path": path, "zxid": txn.zxid}, 200, txn.zxid)
+    return json_response({"path": path, "zxid": txn.zxid}, 200, txn.zxid)

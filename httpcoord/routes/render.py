@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import base64
 
+import orjson
+from aiohttp import web
+
+from httpcoord.routes.keys import ZXID_HEADER
 from httpcoord.tree.stat import STAT_FIELDS, Stat
 
 UTF8 = "utf-8"
@@ -26,3 +30,12 @@ def stat_headers(stat: Stat) -> dict[str, str]:
         "X-Coord-Stat-" + name.replace("_", "-").title(): str(getattr(stat, name))
         for name in STAT_FIELDS
     }
+
+
+def json_response(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
+    """A JSON answer; a write passes its own zxid for ``X-Coord-Zxid`` (the
+    middleware stamps every other answer with the node's applied zxid)."""
+    response = web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+    if zxid is not None:
+        response.headers[ZXID_HEADER] = str(zxid)
+    return response

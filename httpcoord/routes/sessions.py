@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-import orjson
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from httpcoord.errors import BadArguments, SessionExpired
 from httpcoord.routes.expect import expect_body_within
-from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
+from httpcoord.routes.keys import CONFIG, NODE
 from httpcoord.routes.models import SessionRequest
 from httpcoord.routes.params import query, read_body
+from httpcoord.routes.render import json_response
 from httpcoord.tree.txn import CloseSessionOp, OpenSessionOp
 
 routes = web.RouteTableDef()
@@ -28,13 +28,6 @@ _NO_PARAMS = frozenset[str]()
 _KEEPALIVE_MESSAGE_BYTES_MAX = 1024
 WS_SESSION_EXPIRED = 4404  # a private-use WebSocket close code: the session is gone
 KEEPALIVES = web.AppKey("keepalive_sockets", dict[str, set[web.WebSocketResponse]])
-
-
-def _json(body: object, status: int = 200, zxid: int | None = None) -> web.Response:
-    response = web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-    if zxid is not None:
-        response.headers[ZXID_HEADER] = str(zxid)
-    return response
 
 
 def session_of(request: web.Request) -> str:
@@ -68,7 +61,7 @@ async def open_session(request: web.Request) -> web.Response:
     ttl_ms = min(max(body.ttl_ms, limits.session_ttl_min_ms), limits.session_ttl_max_ms)
     session_id = new_session_id()
     txn = await request.app[NODE].propose((OpenSessionOp(session_id, ttl_ms),))
-    response = _json({"id": session_id, "ttl_ms": ttl_ms, "zxid": txn.zxid}, 201, txn.zxid)
+    response = json_response({"id": session_id, "ttl_ms": ttl_ms, "zxid": txn.zxid}, 201, txn.zxid)
     response.headers["Location"] = f"/v1/sessions/{session_id}"
     return response
 
@@ -81,7 +74,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         {"id": s.id, "ttl_ms": s.ttl_ms, "ephemeral_count": len(s.ephemerals)}
         for s in sorted(sessions.values(), key=lambda s: s.id)
     ]
-    return _json({"sessions": items})
+    return json_response({"sessions": items})
 
 
 @routes.get("/v1/sessions/{id}")
@@ -92,7 +85,7 @@ async def get_session(request: web.Request) -> web.Response:
     session = node.tree.sessions.get(session_id)
     if session is None:
         raise SessionExpired(session=session_id)
-    return _json(
+    return json_response(
         {
             "id": session.id,
             "ttl_ms": session.ttl_ms,
@@ -107,7 +100,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     query(request, _NO_PARAMS)
     session_id = request.match_info["id"]
     ttl_ms = request.app[NODE].heartbeat(session_id)
-    return _json({"id": session_id, "ttl_ms": ttl_ms})
+    return json_response({"id": session_id, "ttl_ms": ttl_ms})
 
 
 @routes.get("/v1/sessions/{id}/keepalive")
@@ -171,4 +164,4 @@ async def close_session(request: web.Request) -> web.Response:
         raise SessionExpired(session=session_id)
     txn = await request.app[NODE].propose((CloseSessionOp(session_id),))
     deleted = list(txn.results[0].deleted)
-    return _json({"id": session_id, "zxid": txn.zxid, "deleted": deleted}, 200, txn.zxid)
+    return json_response({"id": session_id, "zxid": txn.zxid, "deleted": deleted}, 200, txn.zxid)
