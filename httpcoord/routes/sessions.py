@@ -27,7 +27,10 @@ _SESSION_BODY_BYTES_MAX = 4096
 _NO_PARAMS = frozenset[str]()
 _KEEPALIVE_MESSAGE_BYTES_MAX = 1024
 WS_SESSION_EXPIRED = 4404  # a private-use WebSocket close code: the session is gone
-KEEPALIVES = web.AppKey("keepalive_sockets", dict[str, set[web.WebSocketResponse]])
+# session id -> its keepalive sockets -> the handler task serving each
+KeepaliveSockets = dict[str, dict[web.WebSocketResponse, "asyncio.Task[object]"]]
+KEEPALIVES = web.AppKey("keepalive_sockets", KeepaliveSockets)
+SESSION_GONE = "session closed"  # the cancel message end_keepalives sends
 
 
 def session_of(request: web.Request) -> str:
@@ -122,37 +125,40 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
         raise BadArguments("expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
     await ws.prepare(request)
     sockets = request.app[KEEPALIVES]
-    sockets.setdefault(session_id, set()).add(ws)
+    peers = sockets.setdefault(session_id, {})
+    task = asyncio.current_task()
+    assert task is not None
+    peers[ws] = task
     try:
-        # No timeout per frame (that was most of a frame's cost): the close
-        # of the session, however it happens, closes this socket (below).
+        # No timeout per frame (that was most of a frame's cost): when the
+        # session closes, however it happens, end_keepalives cancels this
+        # handler, which then closes the socket itself. Closing it from
+        # another task while this one waits in receive() tears the
+        # connection down without the close handshake (the client may see
+        # a reset instead of code 4404).
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
-            try:
-                node.heartbeat(session_id)
-            except SessionExpired:
-                await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
-                break
+            node.heartbeat(session_id)
+    except SessionExpired:
+        await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
+    except asyncio.CancelledError as cancelled:
+        if cancelled.args != (SESSION_GONE,):
+            raise  # the client went away, or the server is stopping
+        task.uncancel()
+        await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
     finally:
-        peers = sockets.get(session_id)
-        if peers is not None:
-            peers.discard(ws)
-            if not peers:
-                del sockets[session_id]
+        peers.pop(ws, None)
+        if not peers and sockets.get(session_id) is peers:
+            del sockets[session_id]
     return ws
 
 
 def end_keepalives(app: web.Application, session_id: str) -> None:
-    """The session is closed: close its keepalive sockets with code 4404."""
-    for ws in app[KEEPALIVES].get(session_id, ()):
-        close = ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
-        task = asyncio.ensure_future(close)
-        _closing.add(task)
-        task.add_done_callback(_closing.discard)
-
-
-_closing: set[asyncio.Future[bool]] = set()  # keeps the close tasks referenced
+    """The session is closed: its keepalive handlers close their sockets
+    with code 4404."""
+    for task in app[KEEPALIVES].get(session_id, {}).values():
+        task.cancel(SESSION_GONE)
 
 
 @routes.delete("/v1/sessions/{id}")
