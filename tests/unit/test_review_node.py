@@ -59,6 +59,14 @@ async def test_a_failing_listener_does_not_strand_the_rest_of_the_batch(tmp_path
     await asyncio.wait_for(node.close(), 5)
 
 
+async def until_taken(node: LocalNode) -> None:
+    """Poll, with a deadline, until the commit loop has taken every queued write."""
+    deadline = asyncio.get_running_loop().time() + 5
+    while node.pending_count:
+        assert asyncio.get_running_loop().time() < deadline, "the commit loop took nothing"
+        await asyncio.sleep(0.001)
+
+
 async def test_a_write_during_a_snapshot_is_durable_when_acknowledged(tmp_path: Path) -> None:
     # take_snapshot is public: a write appended while its transaction is open
     # must not join it (it would be acknowledged before its COMMIT, and lost
@@ -68,16 +76,23 @@ async def test_a_write_during_a_snapshot_is_durable_when_acknowledged(tmp_path: 
     db = node.log_store._db
     real_executemany = db.executemany
 
+    inside = asyncio.Event()
+    fail = asyncio.Event()
+
     async def slow_then_fail(sql: str, rows: object) -> object:
         if "snapshot_chunk" in sql:
-            await asyncio.sleep(0.2)  # the write below is appended meanwhile
+            inside.set()
+            await fail.wait()  # the write below is appended meanwhile
             raise OSError("disk full while writing the snapshot")
         return await real_executemany(sql, rows)  # type: ignore[arg-type]
 
     db.executemany = slow_then_fail  # type: ignore[method-assign]
     snapshot = asyncio.ensure_future(node.take_snapshot())
-    await asyncio.sleep(0.05)
-    acked = await asyncio.wait_for(node.propose((CreateOp("/during"),)), 5)
+    await asyncio.wait_for(inside.wait(), 5)  # the snapshot's transaction is open
+    during = asyncio.ensure_future(node.propose((CreateOp("/during"),)))
+    await until_taken(node)  # the commit loop is appending it
+    fail.set()
+    acked = await asyncio.wait_for(during, 5)
     assert acked.zxid == 2
     with pytest.raises(OSError):
         await snapshot
@@ -100,7 +115,7 @@ async def test_queued_writes_are_bounded_in_bytes_not_only_in_count(tmp_path: Pa
 
     node.log_store.append = stalled_disk  # type: ignore[method-assign]
     first = asyncio.ensure_future(node.propose((CreateOp("/first"),)))
-    await asyncio.sleep(0.01)  # the loop has taken it and waits on the disk
+    await until_taken(node)  # the loop has taken it and waits on the disk
     queued = [asyncio.ensure_future(node.propose((CreateOp("/big1", b"x" * 2000),)))]
     await asyncio.sleep(0)
     # One big write may queue; the next one would pass the byte bound.
