@@ -228,10 +228,9 @@ class LocalNode:
                         # the snapshot is written (see SqliteLog.install_snapshot).
                         self._snapshot_task = asyncio.create_task(self._background_snapshot())
         except Exception as exc:
-            # A failed append (disk full, I/O error), a failed snapshot (its
-            # transaction may be left open, so a later append would not be
-            # durable when it returns) or a bug in apply: nothing after it is
-            # safe. Stop taking writes, and answer everyone still waiting.
+            # A failed append (disk full, I/O error) or a bug in apply: nothing
+            # after it is safe. Stop taking writes, and answer everyone still
+            # waiting. (A failed snapshot does the same, in _background_snapshot.)
             log.exception("commit loop failed; refusing writes from now on")
             self._failed = exc
             for p in batch:
