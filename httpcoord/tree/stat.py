@@ -23,5 +23,21 @@ class Stat:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def as_tuple(self) -> tuple[int | str, ...]:
+        """The fields in order, as a plain tuple (``Stat(*t)`` rebuilds it)."""
+        return (
+            self.czxid,
+            self.mzxid,
+            self.pzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.cversion,
+            self.aversion,
+            self.ephemeral_owner,
+            self.data_length,
+            self.num_children,
+        )
+
 
 STAT_FIELDS: tuple[str, ...] = tuple(Stat.__dataclass_fields__)
