@@ -46,7 +46,9 @@ def create_app(config: Config) -> web.Application:
 
 
 async def _end_watches(app: web.Application) -> None:
+    """Shutdown: long-lived requests end now, not at the shutdown timeout."""
     app[HUB].close_all()
+    sessions.stop_keepalives(app)
 
 
 async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:

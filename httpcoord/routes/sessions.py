@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
 from httpcoord.errors import BadArguments, SessionExpired
@@ -31,6 +31,7 @@ WS_SESSION_EXPIRED = 4404  # a private-use WebSocket close code: the session is 
 KeepaliveSockets = dict[str, dict[web.WebSocketResponse, "asyncio.Task[object]"]]
 KEEPALIVES = web.AppKey("keepalive_sockets", KeepaliveSockets)
 SESSION_GONE = "session closed"  # the cancel message end_keepalives sends
+SERVER_STOPPING = "server stopping"  # ... and stop_keepalives
 
 
 def session_of(request: web.Request) -> str:
@@ -143,15 +144,29 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     except SessionExpired:
         await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
     except asyncio.CancelledError as cancelled:
-        if cancelled.args != (SESSION_GONE,):
-            raise  # the client went away, or the server is stopping
-        task.uncancel()
-        await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
+        if cancelled.args == (SESSION_GONE,):
+            task.uncancel()
+            await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
+        elif cancelled.args == (SERVER_STOPPING,):
+            # The session lives on (it gets its full ttl after the restart):
+            # "going away" tells the client to reconnect, not to start over.
+            task.uncancel()
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server stopping")
+        else:
+            raise  # the client went away
     finally:
         peers.pop(ws, None)
         if not peers and sockets.get(session_id) is peers:
             del sockets[session_id]
     return ws
+
+
+def stop_keepalives(app: web.Application) -> None:
+    """Shutdown: every keepalive handler closes its socket with 1001 now,
+    rather than hold the shutdown until its timeout."""
+    for peers in app[KEEPALIVES].values():
+        for task in peers.values():
+            task.cancel(SERVER_STOPPING)
 
 
 def end_keepalives(app: web.Application, session_id: str) -> None:

@@ -220,3 +220,22 @@ async def test_websocket_keepalive_is_closed_when_the_session_expires(
         msg = await asyncio.wait_for(ws.receive(), POLL_DEADLINE_S)
         assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 4404
     assert await status(http, "POST", f"/v1/sessions/{sid}/heartbeat") == 404
+
+
+async def test_sigterm_ends_keepalives_and_watches_at_once(tmp_path: Path) -> None:
+    srv = start_server(tmp_path / "data", *FAST)
+    async with aiohttp.ClientSession(base_url=srv.url) as http:
+        sid = await open_session(http, 5000)
+        ws = await http.ws_connect(f"/v1/sessions/{sid}/keepalive")
+        sse = await http.get("/v1/watch/x", headers={"Accept": "text/event-stream"})
+        await ws.send_str(".")
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        srv.proc.send_signal(signal.SIGTERM)
+        msg = await asyncio.wait_for(ws.receive(), POLL_DEADLINE_S)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == 1001
+        assert await asyncio.wait_for(asyncio.to_thread(srv.proc.wait, 10), 15) == 0
+        # Well under the 5 s the server would otherwise wait for open requests.
+        assert loop.time() - started < 3
+        sse.close()
+        await ws.close()
