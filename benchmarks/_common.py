@@ -152,17 +152,8 @@ class Server:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process this object started, SIGKILL it after ``timeout``."""
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=5)
+        if self.proc is not None:
+            stop_process(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -192,6 +183,21 @@ def httpcoord_server(workdir: Path) -> Server:
 
 
 # ---- limits and statistics ------------------------------------------------------------
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM a process this script started (by its PID), SIGKILL it after
+    ``timeout``."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
 
 
 def raise_nofile(needed: int) -> tuple[int, int]:

@@ -76,6 +76,7 @@ from _common import (
     percentile,
     process_cpu_ticks,
     raise_nofile,
+    stop_process,
 )
 
 # ---- /proc and limits ------------------------------------------------------------------
@@ -1051,18 +1052,6 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # so the finally blocks stop the processes
 
 
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM a process this script started, SIGKILL it after ``timeout``."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
 
 
 def worst_second(r: dict[str, Any]) -> str:

@@ -64,6 +64,7 @@ from _common import (
     process_cpu_ticks,
     prometheus_values,
     raise_nofile,
+    stop_process,
 )
 
 FAN_PATH = "/fan"
@@ -316,15 +317,7 @@ class ClientProc:
 
     def kill(self, timeout: float = 5.0) -> None:
         """SIGTERM this client (by the PID it was started with), SIGKILL after ``timeout``."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    self.proc.kill()
-                self.proc.wait(timeout=timeout)
+        stop_process(self.proc, timeout)
         for f in (self.proc.stdin, self.proc.stdout):
             if f is not None:
                 with contextlib.suppress(OSError):
