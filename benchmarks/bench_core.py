@@ -18,9 +18,9 @@ import argparse
 import random
 import time
 
-from httpcoord.cluster.core import Config, Raft, Role
-from httpcoord.cluster.messages import Message
-from httpcoord.cluster.storage import MemoryStorage
+from httpcoord.cluster.raft.core import Config, Raft, Role
+from httpcoord.cluster.raft.messages import Message
+from httpcoord.cluster.raft.storage import MemoryStorage
 
 
 def run(entries: int, batch: int, size: int) -> tuple[float, int]:

@@ -3,8 +3,8 @@ bites (tests/sim/test_simulator_catches_bugs.py). Never used outside tests."""
 
 from __future__ import annotations
 
-from httpcoord.cluster.core import Raft
-from httpcoord.cluster.messages import NONE, HardState, Message, VoteResponse
+from httpcoord.cluster.raft.core import Raft
+from httpcoord.cluster.raft.messages import NONE, HardState, Message, VoteResponse
 
 
 class CommitOldTermByCounting(Raft):

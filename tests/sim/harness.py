@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 
-from httpcoord.cluster.core import Config, Raft, ReadState, Role
-from httpcoord.cluster.messages import Entry, Message
-from httpcoord.cluster.storage import MemoryStorage
+from httpcoord.cluster.raft.core import Config, Raft, ReadState, Role
+from httpcoord.cluster.raft.messages import Entry, Message
+from httpcoord.cluster.raft.storage import MemoryStorage
 
 
 class Cluster:

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from httpcoord.cluster.core import (
+from httpcoord.cluster.raft.core import (
     ConfChangeError,
     Config,
     NotLeader,
@@ -45,8 +45,8 @@ from httpcoord.cluster.core import (
     Ready,
     Role,
 )
-from httpcoord.cluster.messages import Message, decode_message, encode_message
-from httpcoord.cluster.storage import CompactedError, MemoryStorage
+from httpcoord.cluster.raft.messages import Message, decode_message, encode_message
+from httpcoord.cluster.raft.storage import CompactedError, MemoryStorage
 
 
 class Violation(AssertionError):

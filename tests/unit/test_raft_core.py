@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from httpcoord.cluster.core import (
+from httpcoord.cluster.raft.core import (
     ConfChangeError,
     Config,
     NotLeader,
@@ -15,7 +15,7 @@ from httpcoord.cluster.core import (
     Raft,
     Role,
 )
-from httpcoord.cluster.messages import (
+from httpcoord.cluster.raft.messages import (
     AppendEntries,
     AppendResponse,
     Entry,
@@ -27,7 +27,7 @@ from httpcoord.cluster.messages import (
     VoteRequest,
     VoteResponse,
 )
-from httpcoord.cluster.storage import MemoryStorage
+from httpcoord.cluster.raft.storage import MemoryStorage
 from tests.sim.harness import Cluster
 
 

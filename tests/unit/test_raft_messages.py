@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from httpcoord.cluster.messages import (
+from httpcoord.cluster.raft.messages import (
     AppendEntries,
     AppendResponse,
     ConfState,

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import random
 
-from httpcoord.cluster.core import Config, Raft, Role
-from httpcoord.cluster.messages import (
+from httpcoord.cluster.raft.core import Config, Raft, Role
+from httpcoord.cluster.raft.messages import (
     ConfState,
     InstallSnapshot,
     Message,
@@ -15,7 +15,7 @@ from httpcoord.cluster.messages import (
     SnapshotMeta,
     TimeoutNow,
 )
-from httpcoord.cluster.storage import MemoryStorage
+from httpcoord.cluster.raft.storage import MemoryStorage
 from tests.sim.harness import Cluster
 
 

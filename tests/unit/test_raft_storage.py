@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from httpcoord.cluster.messages import ConfState, Entry, EntryKind, HardState
-from httpcoord.cluster.storage import (
+from httpcoord.cluster.raft.messages import ConfState, Entry, EntryKind, HardState
+from httpcoord.cluster.raft.storage import (
     CompactedError,
     MemoryStorage,
     UnavailableError,

@@ -34,7 +34,9 @@ class EntryKind(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    index: int  # the zxid
+    # The log index: counts every entry (no-ops, membership, refused txns).
+    # Never the zxid, which counts successful txns only (the tree assigns it).
+    index: int
     term: int
     kind: EntryKind
     data: bytes

@@ -39,8 +39,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
-from httpcoord.cluster.log import RaftLog
-from httpcoord.cluster.messages import (
+from httpcoord.cluster.raft.log import RaftLog
+from httpcoord.cluster.raft.messages import (
     NONE,
     AppendEntries,
     AppendResponse,
@@ -59,7 +59,7 @@ from httpcoord.cluster.messages import (
     VoteRequest,
     VoteResponse,
 )
-from httpcoord.cluster.storage import CompactedError, LogStorage, limit_bytes
+from httpcoord.cluster.raft.storage import CompactedError, LogStorage, limit_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,7 +263,7 @@ class Raft:
         self._step(m)
 
     def propose(self, data: bytes) -> int:
-        """Append one normal entry; returns its index (the zxid)."""
+        """Append one normal entry; returns its log index (not a zxid: see Entry)."""
         return self.propose_batch((data,))
 
     def propose_batch(self, items: Sequence[bytes]) -> int:

@@ -45,7 +45,7 @@ from itertools import accumulate
 from operator import attrgetter
 from typing import Protocol
 
-from httpcoord.cluster.messages import (
+from httpcoord.cluster.raft.messages import (
     ConfState,
     Entry,
     EntryKind,

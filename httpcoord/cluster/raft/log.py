@@ -10,8 +10,8 @@ likewise sits here until it is saved.
 
 from __future__ import annotations
 
-from httpcoord.cluster.messages import Entry, Snapshot
-from httpcoord.cluster.storage import CompactedError, LogStorage, limit_bytes
+from httpcoord.cluster.raft.messages import Entry, Snapshot
+from httpcoord.cluster.raft.storage import CompactedError, LogStorage, limit_bytes
 
 
 class RaftLog:
