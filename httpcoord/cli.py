@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import gc
 import logging
+import os
+import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from aiohttp import web
@@ -17,6 +23,9 @@ from httpcoord.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Config, Limits, p
 
 _LIMITS = Limits()
 _NODE = NodeLimits()
+# Connections the kernel queues on the listener before they are accepted
+# (aiohttp's own default).
+_LISTEN_BACKLOG = 128
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -167,6 +176,7 @@ def main() -> None:
     envvar="HTTPCOORD_LOG_LEVEL",
     default="info",
     type=click.Choice(["debug", "info", "warning", "error"]),
+    help="least severe log message written to stderr",
 )
 def serve(
     listen: tuple[str, int],
@@ -217,6 +227,15 @@ def serve(
             watch_history_bytes=watch_history_bytes,
         ),
     )
+    # Both startup failures a user can cause (a port already taken, a data dir
+    # held by another process) end here as one line and exit 1, before the
+    # node says it is serving: bind first (cheap), then look at the lock.
+    try:
+        sockets = _bind(host, port)
+    except OSError as exc:
+        _fail(f"cannot listen on {_host_port(host, port)}: {_reason(exc)}")
+    if _data_dir_held(data_dir):
+        _fail(_held_message(data_dir))
     loop_factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
@@ -229,20 +248,104 @@ def serve(
     gc.set_threshold(50_000, 20, 20)
     loop = loop_factory()
     asyncio.set_event_loop(loop)
-    logging.getLogger("httpcoord").info(
-        "httpcoord %s serving on http://%s:%d, data in %s", __version__, host, port, data_dir
+    bound = ", ".join(_host_port(*s.getsockname()[:2]) for s in sockets)
+
+    def announce(*_: object) -> None:
+        # Called by run_app once the node is open and the listener accepts.
+        logging.getLogger("httpcoord").info(
+            "httpcoord %s serving on http://%s, data in %s", __version__, bound, data_dir
+        )
+
+    try:
+        # run_app turns SIGINT and SIGTERM into a graceful shutdown: the
+        # listener closes, the commit loop finishes its batch, the log is
+        # closed; exit 0.
+        web.run_app(
+            create_app(config),
+            sock=sockets,
+            loop=loop,
+            print=announce,
+            access_log=None,
+            shutdown_timeout=5.0,
+            # A client that goes away cancels its handler: a watch that loses
+            # its connection is unsubscribed at once.
+            handler_cancellation=True,
+        )
+    except RuntimeError:
+        # Another process took the lock between the check above and the
+        # node's own open: still one line. Anything else is a real crash.
+        if _data_dir_held(data_dir):
+            _fail(_held_message(data_dir))
+        raise
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"httpcoord: {message}", err=True)
+    sys.exit(1)
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _reason(exc: OSError) -> str:
+    # "Address already in use" reads as "address already in use" mid-line.
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _bind(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (as aiohttp's
+    own TCP site would open), bound before the node opens its data dir, so a
+    port in use is reported before recovery and before "serving"."""
+    infos = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
     )
-    # run_app turns SIGINT and SIGTERM into a graceful shutdown: the listener
-    # closes, the commit loop finishes its batch, the log is closed; exit 0.
-    web.run_app(
-        create_app(config),
-        host=host,
-        port=port,
-        loop=loop,
-        print=None,
-        access_log=None,
-        shutdown_timeout=5.0,
-        # A client that goes away cancels its handler: a watch that loses its
-        # connection is unsubscribed at once.
-        handler_cancellation=True,
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # "localhost" gives ::1 and 127.0.0.1: each gets its own socket.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(_LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _data_dir_held(data_dir: Path) -> bool:
+    """Whether another process holds the data dir's ``LOCK`` (the node takes
+    the same flock when it opens the dir; this only looks)."""
+    try:
+        fd = os.open(data_dir / "LOCK", os.O_RDWR)
+    except OSError:
+        return False  # no lock file (a new data dir) or not ours to judge
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing drops a lock this probe may have taken
+    return False
+
+
+def _held_message(data_dir: Path) -> str:
+    return (
+        f"data dir {data_dir} is in use by another httpcoord process; "
+        "stop it or choose another --data-dir"
     )
