@@ -73,8 +73,12 @@ def free_port() -> int:
 
 
 def http_request(
-    port: int, method: str, path: str, body: bytes | None = None,
-    headers: dict[str, str] | None = None, timeout: float = 10.0,
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
     conn: http.client.HTTPConnection | None = None,
 ) -> tuple[int, bytes]:
     own = conn is None
@@ -127,7 +131,10 @@ class Server:
     def start(self) -> None:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -174,8 +181,18 @@ def httpcoord_server(workdir: Path) -> Server:
     return Server(
         name="httpcoord",
         port=port,
-        argv=[sys.executable, "-m", "httpcoord", "serve", "--listen", f"{HOST}:{port}",
-              "--data-dir", str(workdir / "httpcoord-data"), "--log-level", "warning"],
+        argv=[
+            sys.executable,
+            "-m",
+            "httpcoord",
+            "serve",
+            "--listen",
+            f"{HOST}:{port}",
+            "--data-dir",
+            str(workdir / "httpcoord-data"),
+            "--log-level",
+            "warning",
+        ],
         log_path=workdir / "httpcoord.log",
         ready_path="/health",
         fsync_metrics=("httpcoord_log_entries_total", "httpcoord_log_fsyncs_total"),

@@ -93,10 +93,6 @@ def rss_kib(pid: int) -> dict[str, int]:
     return out
 
 
-
-
-
-
 # ---- the load client: raw HTTP/1.1 over asyncio transports --------------------------------
 
 
@@ -1050,8 +1046,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # so the finally blocks stop the processes
-
-
 
 
 def worst_second(r: dict[str, Any]) -> str:

@@ -81,19 +81,36 @@ def etcd_server(workdir: Path, etcd: str) -> Server:
     return Server(
         name="etcd",
         port=client,
-        argv=[etcd, "--name", "default", "--data-dir", str(workdir / "etcd-data"),
-              "--listen-client-urls", f"http://{HOST}:{client}",
-              "--advertise-client-urls", f"http://{HOST}:{client}",
-              "--listen-peer-urls", f"http://{HOST}:{peer}",
-              "--initial-advertise-peer-urls", f"http://{HOST}:{peer}",
-              "--initial-cluster", f"default=http://{HOST}:{peer}",
-              "--initial-cluster-state", "new",
-              "--logger", "zap", "--log-level", "warn"],
+        argv=[
+            etcd,
+            "--name",
+            "default",
+            "--data-dir",
+            str(workdir / "etcd-data"),
+            "--listen-client-urls",
+            f"http://{HOST}:{client}",
+            "--advertise-client-urls",
+            f"http://{HOST}:{client}",
+            "--listen-peer-urls",
+            f"http://{HOST}:{peer}",
+            "--initial-advertise-peer-urls",
+            f"http://{HOST}:{peer}",
+            "--initial-cluster",
+            f"default=http://{HOST}:{peer}",
+            "--initial-cluster-state",
+            "new",
+            "--logger",
+            "zap",
+            "--log-level",
+            "warn",
+        ],
         log_path=workdir / "etcd.log",
         ready_path="/health",
         # Raft proposals committed per WAL fsync: etcd's own group commit.
-        fsync_metrics=("etcd_server_proposals_committed_total",
-                       "etcd_disk_wal_fsync_duration_seconds_count"),
+        fsync_metrics=(
+            "etcd_server_proposals_committed_total",
+            "etcd_disk_wal_fsync_duration_seconds_count",
+        ),
     )
 
 
@@ -124,12 +141,19 @@ def preload(server: Server, keys: int, value_bytes: int, timeout: float) -> None
             raise TimeoutError(f"preloading {server.name} took over {timeout}s")
         value = f"v{k}-".ljust(value_bytes, "x")
         if server.name == "httpcoord":
-            status, body = http_request(server.port, "PUT", f"/v1/nodes/bench/{key_name(k)}",
-                                        value.encode(), conn=conn())
+            status, body = http_request(
+                server.port, "PUT", f"/v1/nodes/bench/{key_name(k)}", value.encode(), conn=conn()
+            )
         else:
             payload = json.dumps({"key": b64(f"/bench/{key_name(k)}"), "value": b64(value)})
-            status, body = http_request(server.port, "POST", "/v3/kv/put", payload.encode(),
-                                        {"Content-Type": "application/json"}, conn=conn())
+            status, body = http_request(
+                server.port,
+                "POST",
+                "/v3/kv/put",
+                payload.encode(),
+                {"Content-Type": "application/json"},
+                conn=conn(),
+            )
         if status not in (200, 201):
             raise RuntimeError(f"preload {server.name} key {k}: {status} {body[:200]!r}")
 
@@ -149,8 +173,9 @@ def smoke_check(server: Server) -> None:
         ok = status == 200 and json.loads(body).get("path") == f"/bench/{name}"
     else:
         payload = json.dumps({"key": b64(f"/bench/{name}")}).encode()
-        status, body = http_request(server.port, "POST", "/v3/kv/range", payload,
-                                    {"Content-Type": "application/json"})
+        status, body = http_request(
+            server.port, "POST", "/v3/kv/range", payload, {"Content-Type": "application/json"}
+        )
         ok = status == 200 and json.loads(body).get("count") == "1"
     if not ok:
         raise RuntimeError(f"{server.name} smoke check failed: {status} {body[:300]!r}")
@@ -190,15 +215,30 @@ def run_wrk(
 ) -> tuple[dict[str, float], float]:
     """Run wrk once; return its WRK_RESULT fields and its own CPU seconds."""
     argv = [
-        args.wrk, "-t", str(args.threads), "-c", str(args.connections),
-        "-d", f"{max(1, round(duration))}s", "--timeout", f"{max(1, round(args.request_timeout))}s",
-        "-s", str(LUA_SCRIPT), f"http://{HOST}:{server.port}",
-        "--", server.name, workload, str(args.keys), str(args.value_bytes), str(seed),
+        args.wrk,
+        "-t",
+        str(args.threads),
+        "-c",
+        str(args.connections),
+        "-d",
+        f"{max(1, round(duration))}s",
+        "--timeout",
+        f"{max(1, round(args.request_timeout))}s",
+        "-s",
+        str(LUA_SCRIPT),
+        f"http://{HOST}:{server.port}",
+        "--",
+        server.name,
+        workload,
+        str(args.keys),
+        str(args.value_bytes),
+        str(seed),
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
-        done = subprocess.run(argv, check=False, capture_output=True, text=True,
-                              timeout=duration + 60)
+        done = subprocess.run(
+            argv, check=False, capture_output=True, text=True, timeout=duration + 60
+        )
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError(f"wrk did not finish within {duration + 60}s") from exc
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -240,8 +280,10 @@ def measure(server: Server, workload: str, rep: int, args: argparse.Namespace) -
     phase.p99_ms = fields["p99_us"] / 1000
     phase.mean_ms = fields["mean_us"] / 1000
     phase.max_ms = fields["max_us"] / 1000
-    detail = {k: int(fields[k]) for k in
-              ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx")}
+    detail = {
+        k: int(fields[k])
+        for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx")
+    }
     phase.failure_detail = detail
     phase.failures = sum(detail.values())
     phase.server_cpu_ms = (cpu1 - cpu0) * 1000 / CLK_TCK
@@ -267,8 +309,16 @@ def median_phase(runs: list[Phase]) -> dict[str, Any]:
         vals = [getattr(r, attr) for r in runs if getattr(r, attr) is not None]
         return statistics.median(vals) if vals else None
 
-    keys = ("req_per_s", "p50_ms", "p99_ms", "cpu_ms_per_1k", "writes_per_fsync",
-            "machine_busy_cores", "other_cpu_cores", "wrk_cpu_ms")
+    keys = (
+        "req_per_s",
+        "p50_ms",
+        "p99_ms",
+        "cpu_ms_per_1k",
+        "writes_per_fsync",
+        "machine_busy_cores",
+        "other_cpu_cores",
+        "wrk_cpu_ms",
+    )
     out: dict[str, Any] = {k: med(k) for k in keys}
     out["failures"] = sum(r.failures for r in runs)
     out["requests"] = sum(r.requests for r in runs)
@@ -284,9 +334,14 @@ def fmt(v: float | None, spec: str = ".1f") -> str:
 
 
 def render_table(summary: dict[str, dict[str, dict[str, Any]]], systems: list[str]) -> str:
-    cols = [("req/s", "req_per_s", ".0f"), ("p50 ms", "p50_ms", ".2f"),
-            ("p99 ms", "p99_ms", ".2f"), ("CPU-ms/1k", "cpu_ms_per_1k", ".1f"),
-            ("w/fsync", "writes_per_fsync", ".1f"), ("fail", "failures", "d")]
+    cols = [
+        ("req/s", "req_per_s", ".0f"),
+        ("p50 ms", "p50_ms", ".2f"),
+        ("p99 ms", "p99_ms", ".2f"),
+        ("CPU-ms/1k", "cpu_ms_per_1k", ".1f"),
+        ("w/fsync", "writes_per_fsync", ".1f"),
+        ("fail", "failures", "d"),
+    ]
     width = 10
     block = width * len(cols)
     both = len(systems) == 2
@@ -302,8 +357,11 @@ def render_table(summary: dict[str, dict[str, dict[str, Any]]], systems: list[st
         cells = []
         for s in systems:
             m = per_system.get(s)
-            cells.append(" " * block if m is None else
-                         "".join(f"{fmt(m[key], spec):>{width}}" for _, key, spec in cols))
+            cells.append(
+                " " * block
+                if m is None
+                else "".join(f"{fmt(m[key], spec):>{width}}" for _, key, spec in cols)
+            )
         row = f"{workload:8} |" + " |".join(cells)
         if both and all(s in per_system for s in systems):
             a, b = (per_system[s]["cpu_ms_per_1k"] for s in systems)
@@ -316,27 +374,45 @@ def render_table(summary: dict[str, dict[str, dict[str, Any]]], systems: list[st
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase")
-    p.add_argument("--warmup", type=float, default=2.0,
-                   help="seconds of unmeasured load before each phase (0: none)")
+    p.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of unmeasured load before each phase (0: none)",
+    )
     p.add_argument("--connections", type=int, default=64, help="wrk keep-alive connections")
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--keys", type=int, default=1000, help="keys preloaded and addressed")
     p.add_argument("--value-bytes", type=int, default=32, help="bytes of each PUT value")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="runs of every phase (interleaved); the table shows medians")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of every phase (interleaved); the table shows medians",
+    )
     p.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of httpcoord,etcd")
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of get,put")
-    p.add_argument("--request-timeout", type=float, default=5.0,
-                   help="wrk's per-request timeout, s")
-    p.add_argument("--tmp-dir", type=Path, default=None,
-                   help="parent of the temporary data dirs (must be a real disk, not tmpfs)")
+    p.add_argument(
+        "--request-timeout", type=float, default=5.0, help="wrk's per-request timeout, s"
+    )
+    p.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=None,
+        help="parent of the temporary data dirs (must be a real disk, not tmpfs)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-data", action="store_true", help="leave the temp dir (logs, data)")
-    p.add_argument("--hold", type=float, default=0.0,
-                   help="after the table, keep the servers up this many seconds (for profiling)")
+    p.add_argument(
+        "--hold",
+        type=float,
+        default=0.0,
+        help="after the table, keep the servers up this many seconds (for profiling)",
+    )
     args = p.parse_args(argv)
     args.systems = [s for s in args.systems.split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
@@ -356,8 +432,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     args.wrk = shutil.which("wrk")
     etcd = shutil.which("etcd")
-    missing = [n for n, path in (("wrk", args.wrk), ("etcd", etcd))
-               if path is None and (n == "wrk" or "etcd" in args.systems)]
+    missing = [
+        n
+        for n, path in (("wrk", args.wrk), ("etcd", etcd))
+        if path is None and (n == "wrk" or "etcd" in args.systems)
+    ]
     if missing:
         print(f"missing: {', '.join(missing)}. Install with:\n  {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -368,8 +447,11 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="httpcoord-bench-", dir=args.tmp_dir))
     fstype = filesystem_type(workdir)
     if fstype in ("tmpfs", "ramfs"):
-        print(f"warning: {workdir} is on {fstype}; fsync is free there, the PUT figures "
-              "mean little. Pass --tmp-dir on a real disk.", file=sys.stderr)
+        print(
+            f"warning: {workdir} is on {fstype}; fsync is free there, the PUT figures "
+            "mean little. Pass --tmp-dir on a real disk.",
+            file=sys.stderr,
+        )
     servers: dict[str, Server] = {}
     if "httpcoord" in args.systems:
         servers["httpcoord"] = httpcoord_server(workdir)
@@ -388,28 +470,39 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             preload(s, args.keys, args.value_bytes, timeout=120)
             smoke_check(s)
-            print(f"# {s.name}: pid {s.pid}, port {s.port}, preloaded {args.keys} keys "
-                  f"in {time.monotonic() - t0:.1f}s", flush=True)
-        print(f"# data dirs on {fstype}; wrk -t{args.threads} -c{args.connections} "
-              f"-d{args.duration:g}s (+{args.warmup:g}s warmup), {args.keys} keys, "
-              f"{args.value_bytes}-byte values, {os.cpu_count()} CPUs", flush=True)
+            print(
+                f"# {s.name}: pid {s.pid}, port {s.port}, preloaded {args.keys} keys "
+                f"in {time.monotonic() - t0:.1f}s",
+                flush=True,
+            )
+        print(
+            f"# data dirs on {fstype}; wrk -t{args.threads} -c{args.connections} "
+            f"-d{args.duration:g}s (+{args.warmup:g}s warmup), {args.keys} keys, "
+            f"{args.value_bytes}-byte values, {os.cpu_count()} CPUs",
+            flush=True,
+        )
         for rep in range(args.repeat):
             for workload in args.workloads:
                 for name in args.systems:
                     ph = measure(servers[name], workload, rep, args)
                     phases.append(ph)
-                    print(f"# run {rep + 1} {workload:3} {name:9} {ph.req_per_s:8.0f} req/s "
-                          f"p50 {ph.p50_ms:6.2f} p99 {ph.p99_ms:7.2f} ms  "
-                          f"cpu {ph.cpu_ms_per_1k:6.1f} ms/1k  "
-                          f"w/fsync {fmt(ph.writes_per_fsync):>5}  fail {ph.failures}  "
-                          f"snap {fmt(ph.snapshots, '.0f')}  "
-                          f"[machine busy {ph.machine_busy_cores:.2f} cores, wrk "
-                          f"{ph.wrk_cpu_ms / 1000 / ph.duration_s if ph.duration_s else 0:.2f}, "
-                          f"other {ph.other_cpu_cores:.2f}]", flush=True)
+                    print(
+                        f"# run {rep + 1} {workload:3} {name:9} {ph.req_per_s:8.0f} req/s "
+                        f"p50 {ph.p50_ms:6.2f} p99 {ph.p99_ms:7.2f} ms  "
+                        f"cpu {ph.cpu_ms_per_1k:6.1f} ms/1k  "
+                        f"w/fsync {fmt(ph.writes_per_fsync):>5}  fail {ph.failures}  "
+                        f"snap {fmt(ph.snapshots, '.0f')}  "
+                        f"[machine busy {ph.machine_busy_cores:.2f} cores, wrk "
+                        f"{ph.wrk_cpu_ms / 1000 / ph.duration_s if ph.duration_s else 0:.2f}, "
+                        f"other {ph.other_cpu_cores:.2f}]",
+                        flush=True,
+                    )
         if args.hold > 0:
-            print(f"# holding servers for {args.hold:g}s: "
-                  + ", ".join(f"{s.name} pid {s.pid} port {s.port}" for s in servers.values()),
-                  flush=True)
+            print(
+                f"# holding servers for {args.hold:g}s: "
+                + ", ".join(f"{s.name} pid {s.pid} port {s.port}" for s in servers.values()),
+                flush=True,
+            )
             time.sleep(args.hold)
     finally:
         for s in servers.values():
@@ -435,18 +528,35 @@ def main(argv: list[str] | None = None) -> int:
             for name, m in per_system.items():
                 lo, hi = m["req_per_s_range"]
                 clo, chi = m["cpu_ms_per_1k_range"]
-                print(f"  {workload:3} {name:9} over {m['runs']} runs: req/s {lo:.0f}..{hi:.0f}, "
-                      f"CPU-ms/1k {clo:.1f}..{chi:.1f}")
+                print(
+                    f"  {workload:3} {name:9} over {m['runs']} runs: req/s {lo:.0f}..{hi:.0f}, "
+                    f"CPU-ms/1k {clo:.1f}..{chi:.1f}"
+                )
 
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"single_node-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     record = {
         "started": started.isoformat(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "data_fs": fstype},
-        "settings": {k: getattr(args, k) for k in
-                     ("duration", "warmup", "connections", "threads", "keys", "value_bytes",
-                      "repeat", "systems", "workloads")},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "data_fs": fstype,
+        },
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "duration",
+                "warmup",
+                "connections",
+                "threads",
+                "keys",
+                "value_bytes",
+                "repeat",
+                "systems",
+                "workloads",
+            )
+        },
         "summary": summary,
         "runs": [vars(p) for p in phases],
     }
@@ -454,8 +564,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
     failed = sum(p.failures for p in phases)
     if failed:
-        print(f"FAILURES: {failed} requests failed (see 'fail' column and JSON failure_detail)",
-              file=sys.stderr)
+        print(
+            f"FAILURES: {failed} requests failed (see 'fail' column and JSON failure_detail)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

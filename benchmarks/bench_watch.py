@@ -254,18 +254,41 @@ class ClientProc:
     """A watch client child process: started, read line by line (a thread
     feeds a queue, so every wait has a deadline) and stopped by its PID."""
 
-    def __init__(self, port: int, count: int, first: int, path: str | None, out: Path,
-                 args: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        port: int,
+        count: int,
+        first: int,
+        path: str | None,
+        out: Path,
+        args: argparse.Namespace,
+    ) -> None:
         self.count = count
         self.out = out
-        argv = [sys.executable, str(Path(__file__).resolve()), "--client",
-                "--port", str(port), "--count", str(count), "--first", str(first),
-                "--out", str(out), "--concurrency", str(args.open_concurrency),
-                "--open-timeout", str(args.open_timeout), "--max-life", str(args.client_max_life)]
+        argv = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--client",
+            "--port",
+            str(port),
+            "--count",
+            str(count),
+            "--first",
+            str(first),
+            "--out",
+            str(out),
+            "--concurrency",
+            str(args.open_concurrency),
+            "--open-timeout",
+            str(args.open_timeout),
+            "--max-life",
+            str(args.client_max_life),
+        ]
         if path:
             argv += ["--path", path]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True
+        )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.lost = 0
         threading.Thread(target=self._pump, daemon=True).start()
@@ -341,8 +364,15 @@ def wait_watchers(port: int, n: int, timeout: float) -> float:
     raise TimeoutError(f"{WATCHERS_METRIC} is {seen}, expected {n} after {timeout}s")
 
 
-def open_watchers(server: Server, n: int, procs: int, distinct: bool, workdir: Path,
-                  tag: str, args: argparse.Namespace) -> tuple[list[ClientProc], float]:
+def open_watchers(
+    server: Server,
+    n: int,
+    procs: int,
+    distinct: bool,
+    workdir: Path,
+    tag: str,
+    args: argparse.Namespace,
+) -> tuple[list[ClientProc], float]:
     clients: list[ClientProc] = []
     t0 = time.monotonic()
     first = 0
@@ -350,8 +380,16 @@ def open_watchers(server: Server, n: int, procs: int, distinct: bool, workdir: P
         count = n // procs + (1 if i < n % procs else 0)
         if count == 0:
             continue
-        clients.append(ClientProc(server.port, count, first, None if distinct else FAN_PATH,
-                                  workdir / f"client-{tag}-{i}.json", args))
+        clients.append(
+            ClientProc(
+                server.port,
+                count,
+                first,
+                None if distinct else FAN_PATH,
+                workdir / f"client-{tag}-{i}.json",
+                args,
+            )
+        )
         first += count
     try:
         deadline = time.monotonic() + args.open_timeout + 10
@@ -398,8 +436,13 @@ class Sampler:
         wall_ticks = (total1 - self.m0[1]) / (os.cpu_count() or 1)
         machine = (busy1 - self.m0[0]) / wall_ticks if wall_ticks > 0 else 0.0
         other = machine - (server_s + sum(client_s)) / wall if wall > 0 else 0.0
-        return {"wall_s": wall, "server_cpu_s": server_s, "client_cpu_s": client_s,
-                "machine_busy_cores": machine, "other_cores": max(0.0, other)}
+        return {
+            "wall_s": wall,
+            "server_cpu_s": server_s,
+            "client_cpu_s": client_s,
+            "machine_busy_cores": machine,
+            "other_cores": max(0.0, other),
+        }
 
 
 def machine_busy(seconds: float) -> float:
@@ -416,16 +459,18 @@ def machine_busy(seconds: float) -> float:
 def put_fan(port: int, k: int, conn: Any) -> tuple[int, float, float]:
     """One PUT of /fan; (zxid, monotonic time sent, monotonic time answered)."""
     t_send = time.monotonic()
-    status, body = http_request(port, "PUT", "/v1/nodes" + FAN_PATH, f"v{k:06d}".encode(),
-                                conn=conn)
+    status, body = http_request(
+        port, "PUT", "/v1/nodes" + FAN_PATH, f"v{k:06d}".encode(), conn=conn
+    )
     t_resp = time.monotonic()
     if status not in (200, 201):
         raise RuntimeError(f"PUT {FAN_PATH}: {status} {body[:200]!r}")
     return int(json.loads(body)["zxid"]), t_send, t_resp
 
 
-def fanout(server: Server, n: int, procs: int, workdir: Path,
-           args: argparse.Namespace) -> dict[str, Any]:
+def fanout(
+    server: Server, n: int, procs: int, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     import http.client
 
     clients, open_s = open_watchers(server, n, procs, False, workdir, f"fan{n}x{procs}", args)
@@ -473,8 +518,10 @@ def fanout(server: Server, n: int, procs: int, workdir: Path,
     idle_client_cores = [c / idle_r["wall_s"] for c in idle_r["client_cpu_s"]]
     active_s = window["wall_s"] - args.gap * k  # writes + deliveries, without the gaps
     server_net = window["server_cpu_s"] - idle_server_cores * window["wall_s"]
-    client_net = [c - ic * window["wall_s"]
-                  for c, ic in zip(window["client_cpu_s"], idle_client_cores, strict=True)]
+    client_net = [
+        c - ic * window["wall_s"]
+        for c, ic in zip(window["client_cpu_s"], idle_client_cores, strict=True)
+    ]
 
     def ms(values: list[float], q: float) -> float:
         return percentile(values, q) * 1000
@@ -488,13 +535,23 @@ def fanout(server: Server, n: int, procs: int, workdir: Path,
         "missing": missing,
         "lost": sum(r["lost"] for r in results) + sum(c.lost for c in clients),
         "overflows": sum(r["overflows"] for r in results),
-        "from_send_ms": {"p50": ms(from_send, 50), "p99": ms(from_send, 99),
-                         "max": ms(from_send, 100), "min": ms(from_send, 0)},
-        "from_response_ms": {"p50": ms(from_resp, 50), "p99": ms(from_resp, 99),
-                             "max": ms(from_resp, 100), "min": ms(from_resp, 0)},
+        "from_send_ms": {
+            "p50": ms(from_send, 50),
+            "p99": ms(from_send, 99),
+            "max": ms(from_send, 100),
+            "min": ms(from_send, 0),
+        },
+        "from_response_ms": {
+            "p50": ms(from_resp, 50),
+            "p99": ms(from_resp, 99),
+            "max": ms(from_resp, 100),
+            "min": ms(from_resp, 0),
+        },
         "put_ms": {"median": statistics.median((w[2] - w[1]) * 1000 for w in writes)},
-        "last_watcher_ms": {"median": statistics.median(per_write_max) * 1000,
-                            "max": max(per_write_max) * 1000},
+        "last_watcher_ms": {
+            "median": statistics.median(per_write_max) * 1000,
+            "max": max(per_write_max) * 1000,
+        },
         "server_cpu_ms_per_write": server_net * 1000 / k,
         "server_cpu_raw_ms_per_write": window["server_cpu_s"] * 1000 / k,
         "server_idle_cores": idle_server_cores,
@@ -505,16 +562,19 @@ def fanout(server: Server, n: int, procs: int, workdir: Path,
         "client_busy_share": [c / active_s if active_s > 0 else None for c in client_net],
         "window": window,
         "idle": idle_r,
-        "per_write": [{"zxid": z, "put_ms": (r - s) * 1000, "reported_ms": (a - s) * 1000}
-                      for z, s, r, a in writes],
+        "per_write": [
+            {"zxid": z, "put_ms": (r - s) * 1000, "reported_ms": (a - s) * 1000}
+            for z, s, r, a in writes
+        ],
     }
 
 
 # ---- scenario (b): throughput isolation ------------------------------------------------------
 
 
-def isolation(server: Server, n: int, procs: int, workdir: Path,
-              args: argparse.Namespace) -> dict[str, Any]:
+def isolation(
+    server: Server, n: int, procs: int, workdir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
     from bench_single_node import measure
 
     runs: list[dict[str, Any]] = []
@@ -551,12 +611,15 @@ def isolation(server: Server, n: int, procs: int, workdir: Path,
                 "events_received": sum(len(t) for r in results for t in r["receipts"].values()),
             }
             runs.append(run)
-            print(f"# isolation run {rep + 1} watchers {run['watchers']:6d}: "
-                  f"{run['req_per_s']:7.0f} req/s p50 {run['p50_ms']:6.2f} p99 "
-                  f"{run['p99_ms']:7.2f} ms cpu {run['cpu_ms_per_1k']:6.1f} ms/1k "
-                  f"fail {run['failures']} [machine busy {run['machine_busy_cores']:.2f}, wrk "
-                  f"{run['wrk_cpu_cores']:.2f}, clients "
-                  f"{sum(run['client_cpu_cores']):.2f} cores]", flush=True)
+            print(
+                f"# isolation run {rep + 1} watchers {run['watchers']:6d}: "
+                f"{run['req_per_s']:7.0f} req/s p50 {run['p50_ms']:6.2f} p99 "
+                f"{run['p99_ms']:7.2f} ms cpu {run['cpu_ms_per_1k']:6.1f} ms/1k "
+                f"fail {run['failures']} [machine busy {run['machine_busy_cores']:.2f}, wrk "
+                f"{run['wrk_cpu_cores']:.2f}, clients "
+                f"{sum(run['client_cpu_cores']):.2f} cores]",
+                flush=True,
+            )
 
     def med(watched: bool, key: str) -> float:
         return statistics.median(r[key] for r in runs if (r["watchers"] > 0) == watched)
@@ -565,10 +628,12 @@ def isolation(server: Server, n: int, procs: int, workdir: Path,
     none_cpu, with_cpu = med(False, "cpu_ms_per_1k"), med(True, "cpu_ms_per_1k")
     return {
         "watchers": n,
-        "none": {"req_per_s": none_rps, "cpu_ms_per_1k": none_cpu,
-                 "p99_ms": med(False, "p99_ms")},
-        "watched": {"req_per_s": with_rps, "cpu_ms_per_1k": with_cpu,
-                    "p99_ms": med(True, "p99_ms")},
+        "none": {"req_per_s": none_rps, "cpu_ms_per_1k": none_cpu, "p99_ms": med(False, "p99_ms")},
+        "watched": {
+            "req_per_s": with_rps,
+            "cpu_ms_per_1k": with_cpu,
+            "p99_ms": med(True, "p99_ms"),
+        },
         "ratio_req_per_s": with_rps / none_rps if none_rps else None,
         "ratio_cpu_per_op": with_cpu / none_cpu if none_cpu else None,
         "runs": runs,
@@ -579,34 +644,78 @@ def isolation(server: Server, n: int, procs: int, workdir: Path,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of fanout,isolation")
-    p.add_argument("--fanout-watchers", default="1000,10000",
-                   help="comma list of N for the fan-out scenario")
-    p.add_argument("--isolation-watchers", type=int, default=10000,
-                   help="distinct-path watchers in the isolation scenario")
-    p.add_argument("--client-procs", default="2",
-                   help="watch client processes; a comma list runs every fan-out N with each")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma list of fanout,isolation"
+    )
+    p.add_argument(
+        "--fanout-watchers", default="1000,10000", help="comma list of N for the fan-out scenario"
+    )
+    p.add_argument(
+        "--isolation-watchers",
+        type=int,
+        default=10000,
+        help="distinct-path watchers in the isolation scenario",
+    )
+    p.add_argument(
+        "--client-procs",
+        default="2",
+        help="watch client processes; a comma list runs every fan-out N with each",
+    )
     p.add_argument("--writes", type=int, default=20, help="PUTs per fan-out run")
-    p.add_argument("--gap", type=float, default=0.3,
-                   help="seconds between one write fully delivered and the next")
-    p.add_argument("--write-timeout", type=float, default=30.0,
-                   help="seconds for one write to reach every watcher")
-    p.add_argument("--settle", type=float, default=1.0,
-                   help="seconds between the watchers being open and the measurement")
-    p.add_argument("--idle-sample", type=float, default=3.0,
-                   help="seconds of CPU sampling with the watchers open and no write")
-    p.add_argument("--open-concurrency", type=int, default=100,
-                   help="connects in flight per client process")
-    p.add_argument("--open-timeout", type=float, default=120.0,
-                   help="seconds for a client process to open its watches")
-    p.add_argument("--client-max-life", type=float, default=1800.0,
-                   help="a watch client exits after this many seconds whatever happens")
-    p.add_argument("--max-watchers-per-client", type=int, default=25000,
-                   help="passed to the server (all watchers come from 127.0.0.1)")
-    p.add_argument("--sse-keepalive-ms", type=int, default=None,
-                   help="passed to the server (default: the server's)")
+    p.add_argument(
+        "--gap",
+        type=float,
+        default=0.3,
+        help="seconds between one write fully delivered and the next",
+    )
+    p.add_argument(
+        "--write-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for one write to reach every watcher",
+    )
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=1.0,
+        help="seconds between the watchers being open and the measurement",
+    )
+    p.add_argument(
+        "--idle-sample",
+        type=float,
+        default=3.0,
+        help="seconds of CPU sampling with the watchers open and no write",
+    )
+    p.add_argument(
+        "--open-concurrency", type=int, default=100, help="connects in flight per client process"
+    )
+    p.add_argument(
+        "--open-timeout",
+        type=float,
+        default=120.0,
+        help="seconds for a client process to open its watches",
+    )
+    p.add_argument(
+        "--client-max-life",
+        type=float,
+        default=1800.0,
+        help="a watch client exits after this many seconds whatever happens",
+    )
+    p.add_argument(
+        "--max-watchers-per-client",
+        type=int,
+        default=25000,
+        help="passed to the server (all watchers come from 127.0.0.1)",
+    )
+    p.add_argument(
+        "--sse-keepalive-ms",
+        type=int,
+        default=None,
+        help="passed to the server (default: the server's)",
+    )
     # the wrk phase, as in bench_single_node.py
     p.add_argument("--duration", type=float, default=10.0, help="seconds of each wrk phase")
     p.add_argument("--warmup", type=float, default=2.0, help="unmeasured wrk seconds before each")
@@ -615,10 +724,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keys", type=int, default=1000, help="written keys (/bench/kNNNNN)")
     p.add_argument("--value-bytes", type=int, default=32)
     p.add_argument("--request-timeout", type=float, default=5.0, help="wrk's request timeout, s")
-    p.add_argument("--repeat", type=int, default=1,
-                   help="isolation: (none, watched) pairs; the table shows medians")
-    p.add_argument("--tmp-dir", type=Path, default=None,
-                   help="parent of the temporary data dir (a real disk, not tmpfs)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="isolation: (none, watched) pairs; the table shows medians",
+    )
+    p.add_argument(
+        "--tmp-dir",
+        type=Path,
+        default=None,
+        help="parent of the temporary data dir (a real disk, not tmpfs)",
+    )
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     p.add_argument("--keep-data", action="store_true", help="leave the temp dir (logs, data)")
     # internal: the watch client child process
@@ -638,9 +755,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.client_procs = [int(x) for x in args.client_procs.split(",") if x]
     if not set(args.scenarios) <= set(SCENARIOS):
         p.error(f"--scenarios from {SCENARIOS}")
-    if (min(args.fanout_watchers, default=1) < 1 or not args.client_procs
-            or min(args.client_procs) < 1 or args.writes < 1 or args.repeat < 1
-            or not 0 < args.duration <= 3600 or args.write_timeout <= 0):
+    if (
+        min(args.fanout_watchers, default=1) < 1
+        or not args.client_procs
+        or min(args.client_procs) < 1
+        or args.writes < 1
+        or args.repeat < 1
+        or not 0 < args.duration <= 3600
+        or args.write_timeout <= 0
+    ):
         p.error("need watchers, --client-procs, --writes, --repeat >= 1 and 0 < --duration <= 3600")
     return args
 
@@ -657,11 +780,15 @@ def render(fan: list[dict[str, Any]], iso: dict[str, Any] | None) -> str:
     lines: list[str] = []
     if fan:
         lines += [
-            ("fan-out: one PUT /fan, every watcher on /fan; latency per (watcher, write) from the "
-            "PUT sent"),
-            (f"{'watchers':>8} {'procs':>5} {'pairs':>7} {'p50 ms':>8} {'p99 ms':>8} "
-            f"{'max ms':>8} {'p99 resp':>8} {'PUT ms':>7} {'srv CPU':>8} {'cli CPU':>8} "
-            f"{'cli busy':>8} {'missing':>7}"),
+            (
+                "fan-out: one PUT /fan, every watcher on /fan; latency per (watcher, write) from the "
+                "PUT sent"
+            ),
+            (
+                f"{'watchers':>8} {'procs':>5} {'pairs':>7} {'p50 ms':>8} {'p99 ms':>8} "
+                f"{'max ms':>8} {'p99 resp':>8} {'PUT ms':>7} {'srv CPU':>8} {'cli CPU':>8} "
+                f"{'cli busy':>8} {'missing':>7}"
+            ),
         ]
         for r in fan:
             lines.append(
@@ -672,21 +799,31 @@ def render(fan: list[dict[str, Any]], iso: dict[str, Any] | None) -> str:
                 f"{sum(r['client_cpu_ms_per_write']):>8.1f} "
                 f"{max(x or 0 for x in r['client_busy_share']):>8.2f} {r['missing']:>7}"
             )
-        lines.append("  p99 resp: from the PUT's response; srv/cli CPU: ms per write, idle "
-                     "baseline taken out (clients summed); cli busy: the busiest client "
-                     "process's CPU share of the active time")
+        lines.append(
+            "  p99 resp: from the PUT's response; srv/cli CPU: ms per write, idle "
+            "baseline taken out (clients summed); cli busy: the busiest client "
+            "process's CPU share of the active time"
+        )
     if iso:
         lines += [
             "",
-            (f"isolation: wrk PUT -c64 on unwatched keys; watchers each on its own path "
-            f"(medians of {len(iso['runs']) // 2} pair(s))"),
+            (
+                f"isolation: wrk PUT -c64 on unwatched keys; watchers each on its own path "
+                f"(medians of {len(iso['runs']) // 2} pair(s))"
+            ),
             f"{'watchers':>8} {'req/s':>8} {'p99 ms':>8} {'CPU-ms/1k':>10}",
-            (f"{0:>8} {iso['none']['req_per_s']:>8.0f} {iso['none']['p99_ms']:>8.2f} "
-            f"{iso['none']['cpu_ms_per_1k']:>10.1f}"),
-            (f"{iso['watchers']:>8} {iso['watched']['req_per_s']:>8.0f} "
-            f"{iso['watched']['p99_ms']:>8.2f} {iso['watched']['cpu_ms_per_1k']:>10.1f}"),
-            (f"ratio req/s {fmt(iso['ratio_req_per_s'], '.3f')}, CPU per op "
-            f"{fmt(iso['ratio_cpu_per_op'], '.3f')} (target: req/s ratio >= 0.8)"),
+            (
+                f"{0:>8} {iso['none']['req_per_s']:>8.0f} {iso['none']['p99_ms']:>8.2f} "
+                f"{iso['none']['cpu_ms_per_1k']:>10.1f}"
+            ),
+            (
+                f"{iso['watchers']:>8} {iso['watched']['req_per_s']:>8.0f} "
+                f"{iso['watched']['p99_ms']:>8.2f} {iso['watched']['cpu_ms_per_1k']:>10.1f}"
+            ),
+            (
+                f"ratio req/s {fmt(iso['ratio_req_per_s'], '.3f')}, CPU per op "
+                f"{fmt(iso['ratio_cpu_per_op'], '.3f')} (target: req/s ratio >= 0.8)"
+            ),
         ]
     return "\n".join(lines)
 
@@ -703,8 +840,9 @@ def main(argv: list[str] | None = None) -> int:
     most = max([*args.fanout_watchers, args.isolation_watchers])
     soft, hard = raise_nofile(most + 1000)
     if soft < most + 200:
-        print(f"open files limit {soft} (hard {hard}) is too low for {most} watchers",
-              file=sys.stderr)
+        print(
+            f"open files limit {soft} (hard {hard}) is too low for {most} watchers", file=sys.stderr
+        )
         return 2
 
     busy_before = machine_busy(2.0)
@@ -723,8 +861,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server.start()
         server.wait_ready(timeout=30)
-        print(f"# httpcoord pid {server.pid}, port {server.port}, data on {fstype}, "
-              f"open files {soft}", flush=True)
+        print(
+            f"# httpcoord pid {server.pid}, port {server.port}, data on {fstype}, "
+            f"open files {soft}",
+            flush=True,
+        )
         status, body = http_request(server.port, "PUT", "/v1/nodes" + FAN_PATH, b"v")
         if status not in (200, 201):
             raise RuntimeError(f"create {FAN_PATH}: {status} {body[:200]!r}")
@@ -733,20 +874,22 @@ def main(argv: list[str] | None = None) -> int:
                 for procs in args.client_procs:
                     r = fanout(server, n, procs, workdir, args)
                     fan.append(r)
-                    print(f"# fan-out {n} watchers, {r['client_procs']} client procs "
-                          f"(opened in {r['open_s']:.1f}s): p50 {r['from_send_ms']['p50']:.1f} "
-                          f"p99 {r['from_send_ms']['p99']:.1f} max {r['from_send_ms']['max']:.1f}"
-                          f" ms; server {r['server_cpu_ms_per_write']:.1f} CPU-ms/write, "
-                          f"clients {', '.join(f'{x:.1f}' for x in r['client_cpu_ms_per_write'])}"
-                          f" CPU-ms/write; missing {r['missing']}, lost {r['lost']} "
-                          f"[machine busy {r['window']['machine_busy_cores']:.2f}, other "
-                          f"{r['window']['other_cores']:.2f} cores]", flush=True)
+                    print(
+                        f"# fan-out {n} watchers, {r['client_procs']} client procs "
+                        f"(opened in {r['open_s']:.1f}s): p50 {r['from_send_ms']['p50']:.1f} "
+                        f"p99 {r['from_send_ms']['p99']:.1f} max {r['from_send_ms']['max']:.1f}"
+                        f" ms; server {r['server_cpu_ms_per_write']:.1f} CPU-ms/write, "
+                        f"clients {', '.join(f'{x:.1f}' for x in r['client_cpu_ms_per_write'])}"
+                        f" CPU-ms/write; missing {r['missing']}, lost {r['lost']} "
+                        f"[machine busy {r['window']['machine_busy_cores']:.2f}, other "
+                        f"{r['window']['other_cores']:.2f} cores]",
+                        flush=True,
+                    )
         if "isolation" in args.scenarios:
             from bench_single_node import preload
 
             preload(server, args.keys, args.value_bytes, timeout=120)
-            iso = isolation(server, args.isolation_watchers, max(args.client_procs), workdir,
-                            args)
+            iso = isolation(server, args.isolation_watchers, max(args.client_procs), workdir, args)
     finally:
         server.stop()
         if args.keep_data:
@@ -757,19 +900,42 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(render(fan, iso))
-    print(f"machine busy: {busy_before:.2f} cores before the run, {busy_after:.2f} after "
-          f"(of {os.cpu_count()})")
+    print(
+        f"machine busy: {busy_before:.2f} cores before the run, {busy_after:.2f} after "
+        f"(of {os.cpu_count()})"
+    )
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"watch-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     record = {
         "started": started.isoformat(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(), "data_fs": fstype,
-                    "busy_cores_before": busy_before, "busy_cores_after": busy_after},
-        "settings": {k: getattr(args, k) for k in
-                     ("scenarios", "fanout_watchers", "isolation_watchers", "client_procs",
-                      "writes", "gap", "duration", "warmup", "connections", "threads", "keys",
-                      "value_bytes", "repeat", "max_watchers_per_client", "sse_keepalive_ms")},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "data_fs": fstype,
+            "busy_cores_before": busy_before,
+            "busy_cores_after": busy_after,
+        },
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "scenarios",
+                "fanout_watchers",
+                "isolation_watchers",
+                "client_procs",
+                "writes",
+                "gap",
+                "duration",
+                "warmup",
+                "connections",
+                "threads",
+                "keys",
+                "value_bytes",
+                "repeat",
+                "max_watchers_per_client",
+                "sse_keepalive_ms",
+            )
+        },
         "fanout": fan,
         "isolation": iso,
     }
@@ -779,8 +945,10 @@ def main(argv: list[str] | None = None) -> int:
     if iso:
         bad += sum(r["failures"] + r["lost"] for r in iso["runs"])
     if bad:
-        print(f"FAILURES: {bad} (missed events, lost streams or failed requests; see the JSON)",
-              file=sys.stderr)
+        print(
+            f"FAILURES: {bad} (missed events, lost streams or failed requests; see the JSON)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

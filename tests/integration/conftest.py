@@ -47,8 +47,9 @@ def free_port() -> int:
 class ServerProcess:
     """One running ``httpcoord serve`` process."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, data_dir: Path,
-                 log_path: Path) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], port: int, data_dir: Path, log_path: Path
+    ) -> None:
         self.proc = proc
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
@@ -93,8 +94,9 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def start_server(data_dir: Path | str, *extra_args: str,
-                 timeout: float = START_TIMEOUT_S) -> ServerProcess:
+def start_server(
+    data_dir: Path | str, *extra_args: str, timeout: float = START_TIMEOUT_S
+) -> ServerProcess:
     """Start ``python -m httpcoord serve --listen 127.0.0.1:PORT --data-dir
     DATA_DIR EXTRA_ARGS...`` and wait (polling ``GET /health``, up to
     ``timeout`` seconds) until it answers. ``extra_args`` are more CLI
@@ -109,8 +111,17 @@ def start_server(data_dir: Path | str, *extra_args: str,
         port = free_port()
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "httpcoord", "serve",
-                 "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), *extra_args],
+                [
+                    sys.executable,
+                    "-m",
+                    "httpcoord",
+                    "serve",
+                    "--listen",
+                    f"127.0.0.1:{port}",
+                    "--data-dir",
+                    str(data_dir),
+                    *extra_args,
+                ],
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

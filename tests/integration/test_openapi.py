@@ -89,7 +89,8 @@ def test_every_model_has_a_spec_component() -> None:
     defined = {
         obj
         for _, obj in inspect.getmembers(models, inspect.isclass)
-        if issubclass(obj, BaseModel) and obj.__module__ == models.__name__
+        if issubclass(obj, BaseModel)
+        and obj.__module__ == models.__name__
         and not obj.__name__.startswith("_")
     }
     assert defined == set(MODEL_COMPONENTS.values())
@@ -259,6 +260,7 @@ def _sendable(value: object) -> bool:
     aiohttp's parser refuses control characters before the API sees them."""
     return all(0x20 <= ord(c) <= 0xFF and ord(c) != 0x7F for c in str(value))
 
+
 schema = schemathesis.from_path(
     str(SPEC_PATH),
     data_generation_methods=[DataGenerationMethod.positive, DataGenerationMethod.negative],
@@ -352,7 +354,10 @@ def test_non_utf8_session_header_is_refused_not_a_500(
 ) -> None:
     # requests sends str header values as latin-1: "\xff" is the single byte 0xFF.
     response = requests.post(
-        server.url + path, params=params, json=body, headers={"X-Coord-Session": "\xff"},
+        server.url + path,
+        params=params,
+        json=body,
+        headers={"X-Coord-Session": "\xff"},
         timeout=10,
     )
     assert response.status_code in (400, 404), response.text
@@ -376,19 +381,38 @@ SCENARIO: list[tuple[str, str, dict[str, Any], int]] = [
     # (method, spec path, case arguments, expected status)
     ("PUT", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "body": b"\xff\x00"}, 201),
     ("PUT", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "body": b"v1"}, 200),
-    ("PUT", "/v1/nodes/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"version": 7}, "body": b"x"}, 409),
-    ("PUT", "/v1/nodes/{path}",
-     {"path_parameters": {"path": "oa/missing"}, "query": {"version": -1}, "body": b"x"}, 404),
-    ("POST", "/v1/nodes/{path}",
-     {"path_parameters": {"path": "oa/q/"}, "query": {"sequential": True, "parents": True},
-      "body": b"item"}, 201),
+    (
+        "PUT",
+        "/v1/nodes/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"version": 7}, "body": b"x"},
+        409,
+    ),
+    (
+        "PUT",
+        "/v1/nodes/{path}",
+        {"path_parameters": {"path": "oa/missing"}, "query": {"version": -1}, "body": b"x"},
+        404,
+    ),
+    (
+        "POST",
+        "/v1/nodes/{path}",
+        {
+            "path_parameters": {"path": "oa/q/"},
+            "query": {"sequential": True, "parents": True},
+            "body": b"item",
+        },
+        201,
+    ),
     ("POST", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "body": b""}, 409),
     ("POST", "/v1/nodes/{path}", {"path_parameters": {"path": "nope/child"}}, 404),
     ("POST", "/v1/nodes", {"query": {"sequential": True}, "body": b"top"}, 201),
     ("GET", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}}, 200),
-    ("GET", "/v1/nodes/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"children": True}}, 200),
+    (
+        "GET",
+        "/v1/nodes/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"children": True}},
+        200,
+    ),
     ("GET", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}, "query": {"raw": True}}, 200),
     ("GET", "/v1/nodes/{path}", {"path_parameters": {"path": "oa/%2E%2E"}}, 400),
     ("GET", "/v1/nodes", {"query": {"children": True}}, 200),
@@ -396,45 +420,102 @@ SCENARIO: list[tuple[str, str, dict[str, Any], int]] = [
     ("HEAD", "/v1/nodes/{path}", {"path_parameters": {"path": "oa/none"}}, 404),
     ("HEAD", "/v1/nodes", {}, 200),
     ("PUT", "/v1/nodes", {"query": {"version": -1}, "body": b"root"}, 200),
-    ("POST", "/v1/multi", {"body": {"ops": [
-        {"op": "create", "path": "/oa/m", "data": "aGk=", "encoding": "base64"},
-        {"op": "set", "path": "/oa/m", "data": "two", "version": 0},
-        {"op": "check", "path": "/oa/m", "version": 1},
-        {"op": "delete", "path": "/oa/m"},
-    ]}}, 200),
-    ("POST", "/v1/multi", {"body": {"ops": [
-        {"op": "check", "path": "/oa", "version": -1},
-        {"op": "create", "path": "/oa"},
-        {"op": "delete", "path": "/oa/nothing"},
-    ]}}, 409),
+    (
+        "POST",
+        "/v1/multi",
+        {
+            "body": {
+                "ops": [
+                    {"op": "create", "path": "/oa/m", "data": "aGk=", "encoding": "base64"},
+                    {"op": "set", "path": "/oa/m", "data": "two", "version": 0},
+                    {"op": "check", "path": "/oa/m", "version": 1},
+                    {"op": "delete", "path": "/oa/m"},
+                ]
+            }
+        },
+        200,
+    ),
+    (
+        "POST",
+        "/v1/multi",
+        {
+            "body": {
+                "ops": [
+                    {"op": "check", "path": "/oa", "version": -1},
+                    {"op": "create", "path": "/oa"},
+                    {"op": "delete", "path": "/oa/nothing"},
+                ]
+            }
+        },
+        409,
+    ),
     ("POST", "/v1/multi", {"body": {"ops": [{"op": "delete", "path": "/oa/nothing"}]}}, 404),
     ("POST", "/v1/multi", {"body": {"ops": [{"op": "create", "path": "/oa/x/"}]}}, 400),
     ("POST", "/v1/multi", {"body": {"ops": [{"op": "nope"}], "extra": 1}}, 400),
     ("POST", "/v1/multi", {"body": {"ops": []}}, 200),
     ("DELETE", "/v1/nodes/{path}", {"path_parameters": {"path": "oa"}}, 409),
-    ("DELETE", "/v1/nodes/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"version": 9, "recursive": True}}, 409),
-    ("DELETE", "/v1/nodes/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"recursive": True}}, 200),
+    (
+        "DELETE",
+        "/v1/nodes/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"version": 9, "recursive": True}},
+        409,
+    ),
+    (
+        "DELETE",
+        "/v1/nodes/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"recursive": True}},
+        200,
+    ),
     ("DELETE", "/v1/nodes", {}, 400),
     ("GET", "/ready", {}, 200),
     # Watches: /oa has events in the history by now, so since=0 answers at once.
-    ("GET", "/v1/watch/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"since": 0, "timeout": 5}}, 200),
-    ("GET", "/v1/watch/{path}",
-     {"path_parameters": {"path": "oa"},
-      "query": {"since": 0, "recursive": True, "data": True, "timeout": 5}}, 200),
+    (
+        "GET",
+        "/v1/watch/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"since": 0, "timeout": 5}},
+        200,
+    ),
+    (
+        "GET",
+        "/v1/watch/{path}",
+        {
+            "path_parameters": {"path": "oa"},
+            "query": {"since": 0, "recursive": True, "data": True, "timeout": 5},
+        },
+        200,
+    ),
     ("GET", "/v1/watch", {"query": {"since": 0, "recursive": True, "timeout": 5}}, 200),
     ("GET", "/v1/watch/{path}", {"path_parameters": {"path": "oa"}, "query": {"timeout": 0}}, 200),
     ("GET", "/v1/watch/{path}", {"path_parameters": {"path": "oa"}, "query": {"since": "x"}}, 400),
-    ("GET", "/v1/watch/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"since": 2**62, "timeout": 0}}, 400),
-    ("GET", "/v1/watch/{path}", {"path_parameters": {"path": "oa"}, "query": {"timeout": 301}}, 400),
-    ("GET", "/v1/watch/{path}", {"path_parameters": {"path": "oa"}, "query": {"timeout": "x"}}, 400),
+    (
+        "GET",
+        "/v1/watch/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"since": 2**62, "timeout": 0}},
+        400,
+    ),
+    (
+        "GET",
+        "/v1/watch/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"timeout": 301}},
+        400,
+    ),
+    (
+        "GET",
+        "/v1/watch/{path}",
+        {"path_parameters": {"path": "oa"}, "query": {"timeout": "x"}},
+        400,
+    ),
     ("GET", "/v1/watch/{path}", {"path_parameters": {"path": "oa/"}, "query": {"timeout": 0}}, 400),
-    ("GET", "/v1/watch/{path}",
-     {"path_parameters": {"path": "oa"}, "query": {"since": 0}, "headers": {"Last-Event-ID": "x"}},
-     400),
+    (
+        "GET",
+        "/v1/watch/{path}",
+        {
+            "path_parameters": {"path": "oa"},
+            "query": {"since": 0},
+            "headers": {"Last-Event-ID": "x"},
+        },
+        400,
+    ),
     ("GET", "/v1/watch", {"query": {"timeout": 0, "verbose": True}}, 400),
     # 410 Compacted and 429 need a small history and watcher bound: see
     # test_watch_bounds_conform, on a server of its own.
@@ -465,56 +546,160 @@ def _session_scenario(sid: str) -> list[tuple[str, str, dict[str, Any], int]]:
         ("GET", "/v1/sessions/{id}", id_, 200),
         ("GET", "/v1/sessions", {}, 200),
         ("GET", "/v1/sessions", {"query": {"all": True}}, 400),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/e"}, "query": {"ephemeral": True, "parents": True},
-          "headers": own, "body": b"mine"}, 201),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/q-"}, "query": {"ephemeral": True, "sequential": True},
-          "headers": own}, 201),
-        ("POST", "/v1/nodes", {"query": {"ephemeral": True, "sequential": True}, "headers": own},
-         201),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {
+                "path_parameters": {"path": "os/e"},
+                "query": {"ephemeral": True, "parents": True},
+                "headers": own,
+                "body": b"mine",
+            },
+            201,
+        ),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {
+                "path_parameters": {"path": "os/q-"},
+                "query": {"ephemeral": True, "sequential": True},
+                "headers": own,
+            },
+            201,
+        ),
+        (
+            "POST",
+            "/v1/nodes",
+            {"query": {"ephemeral": True, "sequential": True}, "headers": own},
+            201,
+        ),
         ("POST", "/v1/nodes/{path}", {"path_parameters": {"path": "os/e/child"}}, 400),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/x"}, "query": {"ephemeral": True}}, 400),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/x"}, "query": {"ephemeral": True}, "headers": unknown},
-         404),
-        ("POST", "/v1/nodes", {"query": {"ephemeral": True, "sequential": True},
-                               "headers": unknown}, 404),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/x"}, "query": {"container": True, "ttl_ms": 5}}, 400),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/box"}, "query": {"container": True}}, 201),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/cache"}, "query": {"ttl_ms": 600_000}}, 201),
-        ("POST", "/v1/multi", {"headers": own, "body": {"ops": [
-            {"op": "create", "path": "/os/m", "ephemeral": True},
-            {"op": "create", "path": "/os/mc", "container": True},
-            {"op": "create", "path": "/os/mt-", "sequential": True, "ttl_ms": 600_000},
-        ]}}, 200),
-        ("POST", "/v1/multi", {"headers": unknown, "body": {"ops": [
-            {"op": "create", "path": "/os/m2", "ephemeral": True},
-        ]}}, 404),
-        ("POST", "/v1/multi", {"body": {"ops": [
-            {"op": "create", "path": "/os/m2", "ephemeral": True},
-        ]}}, 400),
-        ("POST", "/v1/multi", {"headers": own, "body": {"ops": [
-            {"op": "check", "path": "/os", "version": -1},
-            {"op": "create", "path": "/os/m2", "ephemeral": True, "container": True},
-        ]}}, 400),
-        ("POST", "/v1/multi", {"headers": own, "body": {"ops": [
-            {"op": "create", "path": "/os/m/child"},
-        ]}}, 400),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {"path_parameters": {"path": "os/x"}, "query": {"ephemeral": True}},
+            400,
+        ),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {"path_parameters": {"path": "os/x"}, "query": {"ephemeral": True}, "headers": unknown},
+            404,
+        ),
+        (
+            "POST",
+            "/v1/nodes",
+            {"query": {"ephemeral": True, "sequential": True}, "headers": unknown},
+            404,
+        ),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {"path_parameters": {"path": "os/x"}, "query": {"container": True, "ttl_ms": 5}},
+            400,
+        ),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {"path_parameters": {"path": "os/box"}, "query": {"container": True}},
+            201,
+        ),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {"path_parameters": {"path": "os/cache"}, "query": {"ttl_ms": 600_000}},
+            201,
+        ),
+        (
+            "POST",
+            "/v1/multi",
+            {
+                "headers": own,
+                "body": {
+                    "ops": [
+                        {"op": "create", "path": "/os/m", "ephemeral": True},
+                        {"op": "create", "path": "/os/mc", "container": True},
+                        {"op": "create", "path": "/os/mt-", "sequential": True, "ttl_ms": 600_000},
+                    ]
+                },
+            },
+            200,
+        ),
+        (
+            "POST",
+            "/v1/multi",
+            {
+                "headers": unknown,
+                "body": {
+                    "ops": [
+                        {"op": "create", "path": "/os/m2", "ephemeral": True},
+                    ]
+                },
+            },
+            404,
+        ),
+        (
+            "POST",
+            "/v1/multi",
+            {
+                "body": {
+                    "ops": [
+                        {"op": "create", "path": "/os/m2", "ephemeral": True},
+                    ]
+                }
+            },
+            400,
+        ),
+        (
+            "POST",
+            "/v1/multi",
+            {
+                "headers": own,
+                "body": {
+                    "ops": [
+                        {"op": "check", "path": "/os", "version": -1},
+                        {"op": "create", "path": "/os/m2", "ephemeral": True, "container": True},
+                    ]
+                },
+            },
+            400,
+        ),
+        (
+            "POST",
+            "/v1/multi",
+            {
+                "headers": own,
+                "body": {
+                    "ops": [
+                        {"op": "create", "path": "/os/m/child"},
+                    ]
+                },
+            },
+            400,
+        ),
         ("DELETE", "/v1/sessions/{id}", id_, 200),
         ("DELETE", "/v1/sessions/{id}", id_, 404),
         ("POST", "/v1/sessions/{id}/heartbeat", id_, 404),
         ("GET", "/v1/sessions/{id}", id_, 404),
-        ("POST", "/v1/nodes/{path}",
-         {"path_parameters": {"path": "os/late"}, "query": {"ephemeral": True}, "headers": own},
-         404),
-        ("POST", "/v1/multi", {"headers": own, "body": {"ops": [
-            {"op": "create", "path": "/os/late", "ephemeral": True},
-        ]}}, 404),
+        (
+            "POST",
+            "/v1/nodes/{path}",
+            {"path_parameters": {"path": "os/late"}, "query": {"ephemeral": True}, "headers": own},
+            404,
+        ),
+        (
+            "POST",
+            "/v1/multi",
+            {
+                "headers": own,
+                "body": {
+                    "ops": [
+                        {"op": "create", "path": "/os/late", "ephemeral": True},
+                    ]
+                },
+            },
+            404,
+        ),
     ]
 
 
@@ -530,7 +715,9 @@ def test_session_scenario_conforms(server: ServerProcess) -> None:
         assert refused.status_code == expected, (body, refused.text)
     ephemerals: list[str] = []
     for method, path, kwargs, expected in _session_scenario(sid):
-        if isinstance(kwargs.get("body"), bytes) or (path.startswith("/v1/nodes") and method == "POST"):
+        if isinstance(kwargs.get("body"), bytes) or (
+            path.startswith("/v1/nodes") and method == "POST"
+        ):
             kwargs = {**kwargs, "media_type": "application/octet-stream"}
         case = schema[path][method].make_case(**kwargs)
         response = call_and_validate(case, server.url)
@@ -587,10 +774,16 @@ def _sse_frames(raw: bytes) -> list[dict[str, str]]:
     return frames
 
 
-def _open_sse(url: str, params: dict[str, str], headers: dict[str, str] | None = None
-              ) -> requests.Response:
-    return requests.get(url, params=params, headers={**SSE, **(headers or {})}, stream=True,
-                        timeout=(5, SSE_READ_TIMEOUT_S))
+def _open_sse(
+    url: str, params: dict[str, str], headers: dict[str, str] | None = None
+) -> requests.Response:
+    return requests.get(
+        url,
+        params=params,
+        headers={**SSE, **(headers or {})},
+        stream=True,
+        timeout=(5, SSE_READ_TIMEOUT_S),
+    )
 
 
 def _validate_stream(case: schemathesis.Case, response: requests.Response, raw: bytes) -> None:
@@ -602,40 +795,60 @@ def _validate_stream(case: schemathesis.Case, response: requests.Response, raw: 
 
 def _watchers(server: ServerProcess) -> float:
     metrics = requests.get(server.url + "/metrics", timeout=10).text
-    return float(next(line.split()[1] for line in metrics.splitlines()
-                      if line.startswith("httpcoord_watchers ")))
+    return float(
+        next(
+            line.split()[1]
+            for line in metrics.splitlines()
+            if line.startswith("httpcoord_watchers ")
+        )
+    )
 
 
 def test_watch_scenario_conforms(server: ServerProcess) -> None:
     z0 = requests.put(server.url + "/v1/nodes/ow", data=b"w0", timeout=10).json()["zxid"]
-    z1 = requests.post(server.url + "/v1/multi", timeout=10, json={"ops": [
-        {"op": "create", "path": "/ow/a"}, {"op": "create", "path": "/ow/b"}]}).json()["zxid"]
+    z1 = requests.post(
+        server.url + "/v1/multi",
+        timeout=10,
+        json={"ops": [{"op": "create", "path": "/ow/a"}, {"op": "create", "path": "/ow/b"}]},
+    ).json()["zxid"]
     z2 = requests.put(server.url + "/v1/nodes/ow/a", data=b"a1", timeout=10).json()["zxid"]
     watch = schema["/v1/watch/{path}"]["GET"]
 
     # Long-poll from a past zxid: the kept events at once, in order, whole txns.
     started = time.monotonic()
-    response = call_and_validate(watch.make_case(
-        path_parameters={"path": "ow"},
-        query={"since": z0, "recursive": True, "data": True, "timeout": 10}), server.url)
+    response = call_and_validate(
+        watch.make_case(
+            path_parameters={"path": "ow"},
+            query={"since": z0, "recursive": True, "data": True, "timeout": 10},
+        ),
+        server.url,
+    )
     assert time.monotonic() - started < 5
     body = response.json()
     assert [(e["type"], e["path"], e["zxid"]) for e in body["events"]] == [
-        ("created", "/ow/a", z1), ("children_changed", "/ow", z1),
-        ("created", "/ow/b", z1), ("children_changed", "/ow", z1),
+        ("created", "/ow/a", z1),
+        ("children_changed", "/ow", z1),
+        ("created", "/ow/b", z1),
+        ("children_changed", "/ow", z1),
         ("data_changed", "/ow/a", z2),
     ]
     assert body["events"][-1]["data"] == "a1" and body["events"][-1]["encoding"] == "utf-8"
     assert body["zxid"] == z2 == int(response.headers["X-Coord-Zxid"])
     assert body["truncated"] is False
     # Not recursive: only the events whose path is exactly /ow (its child list).
-    own = call_and_validate(watch.make_case(
-        path_parameters={"path": "ow"}, query={"since": z0, "timeout": 10}), server.url).json()
+    own = call_and_validate(
+        watch.make_case(path_parameters={"path": "ow"}, query={"since": z0, "timeout": 10}),
+        server.url,
+    ).json()
     assert [(e["type"], e["path"]) for e in own["events"]] == [("children_changed", "/ow")] * 2
     assert "data" not in own["events"][0]
     # The returned zxid is the next since: nothing new, an empty answer.
-    idle = call_and_validate(watch.make_case(
-        path_parameters={"path": "ow"}, query={"since": body["zxid"], "timeout": 0}), server.url)
+    idle = call_and_validate(
+        watch.make_case(
+            path_parameters={"path": "ow"}, query={"since": body["zxid"], "timeout": 0}
+        ),
+        server.url,
+    )
     assert idle.json() == {"events": [], "zxid": z2, "truncated": False}
 
     # SSE: retry first, then one frame per event, id: on the last of each txn.
@@ -644,14 +857,20 @@ def test_watch_scenario_conforms(server: ServerProcess) -> None:
         assert stream.status_code == 200
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         raw = _read_sse(stream, f"id: {z2}\n".encode())
-        _validate_stream(watch.make_case(path_parameters={"path": "ow"}, query=params,
-                                         headers=SSE), stream, raw)
+        _validate_stream(
+            watch.make_case(path_parameters={"path": "ow"}, query=params, headers=SSE), stream, raw
+        )
     frames = _sse_frames(raw)
     # The opening frame sets the resume point (id with no data: no event).
     assert frames[0] == {"retry": "1000", "id": str(z0)}
     events = frames[1:]
     assert [f["event"] for f in events] == [
-        "created", "children_changed", "created", "children_changed", "data_changed"]
+        "created",
+        "children_changed",
+        "created",
+        "children_changed",
+        "data_changed",
+    ]
     assert [f.get("id") for f in events] == [None, None, None, str(z1), str(z2)]
     for frame in events:
         event = models.WatchEventOut.model_validate_json(frame["data"])
@@ -670,30 +889,38 @@ def test_watch_scenario_conforms(server: ServerProcess) -> None:
 def test_watch_bounds_conform(tmp_path: Path) -> None:
     """410 Compacted and 429 TooManyRequests, with a history of one event and
     one watcher per client."""
-    with start_server(tmp_path / "data", "--watch-history-events", "1",
-                      "--max-watchers-per-client", "1") as srv:
+    with start_server(
+        tmp_path / "data", "--watch-history-events", "1", "--max-watchers-per-client", "1"
+    ) as srv:
         requests.put(srv.url + "/v1/nodes/w", data=b"1", timeout=10)  # zxid 1, 2 events
         requests.put(srv.url + "/v1/nodes/w", data=b"2", timeout=10)  # zxid 2 drops zxid 1
         watch = schema["/v1/watch/{path}"]["GET"]
-        gone = call_and_validate(watch.make_case(
-            path_parameters={"path": "w"}, query={"since": 0, "timeout": 0}), srv.url)
+        gone = call_and_validate(
+            watch.make_case(path_parameters={"path": "w"}, query={"since": 0, "timeout": 0}),
+            srv.url,
+        )
         assert gone.status_code == 410, gone.text
         assert gone.json()["code"] == "Compacted"
         assert (gone.json()["oldest_zxid"], gone.json()["zxid"]) == (1, 2)
-        kept = call_and_validate(watch.make_case(
-            path_parameters={"path": "w"}, query={"since": 1, "timeout": 0}), srv.url)
+        kept = call_and_validate(
+            watch.make_case(path_parameters={"path": "w"}, query={"since": 1, "timeout": 0}),
+            srv.url,
+        )
         assert [e["type"] for e in kept.json()["events"]] == ["data_changed"]
 
         with _open_sse(srv.url + "/v1/watch/w", {}) as stream:
             assert stream.status_code == 200  # subscribed before the headers were sent
             refused = call_and_validate(
-                schema["/v1/watch"]["GET"].make_case(query={"timeout": 0}), srv.url)
+                schema["/v1/watch"]["GET"].make_case(query={"timeout": 0}), srv.url
+            )
             assert refused.status_code == 429, refused.text
             assert refused.json()["code"] == "TooManyRequests"
             assert refused.json()["client"] == "127.0.0.1"
         deadline = time.monotonic() + 5
-        while requests.get(srv.url + "/v1/watch", params={"timeout": 0},
-                           timeout=10).status_code == 429:
+        while (
+            requests.get(srv.url + "/v1/watch", params={"timeout": 0}, timeout=10).status_code
+            == 429
+        ):
             assert time.monotonic() < deadline, "the closed stream still holds its slot"
             time.sleep(0.05)
 
