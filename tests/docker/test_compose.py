@@ -203,8 +203,13 @@ def wait_healthy(containers: list[str]) -> None:
 
     def all_healthy() -> bool:
         states[:] = [health(c) for c in containers]
-        stopped = [s for s in states if s in ("exited", "dead")]
-        assert not stopped, f"a container stopped before it was healthy: {states}"
+        for container, state in zip(containers, states, strict=True):
+            if state in ("exited", "dead"):
+                logs = run(["docker", "logs", "--tail", "30", container], COMMAND_TIMEOUT_S)
+                raise AssertionError(
+                    f"container {container[:12]} stopped before it was healthy; its log:\n"
+                    f"{logs.stdout}{logs.stderr}"
+                )
         return all(s == "healthy" for s in states)
 
     try:
