@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 import sys
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
@@ -18,11 +19,20 @@ import click
 from aiohttp import web
 
 from httpcoord import __version__
-from httpcoord.cluster.node import NodeLimits
-from httpcoord.config import DEFAULT_DATA_DIR, DEFAULT_LISTEN, Config, Limits, parse_listen
+from httpcoord.cluster.node import ClusterConfig, NodeLimits
+from httpcoord.cluster.node_storage import StorageMismatch
+from httpcoord.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_LISTEN,
+    Config,
+    Limits,
+    parse_listen,
+    parse_peers,
+)
 
 _LIMITS = Limits()
 _NODE = NodeLimits()
+_CLUSTER = ClusterConfig()
 # Connections the kernel queues on the listener before they are accepted
 # (aiohttp's own default).
 _LISTEN_BACKLOG = 128
@@ -35,6 +45,46 @@ def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
         raise click.BadParameter(str(exc)) from None
 
 
+def _peers(ctx: click.Context, param: click.Parameter, value: str | None) -> dict[int, str] | None:
+    if value is None:
+        return None
+    try:
+        return parse_peers(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _optional_listen(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, int] | None:
+    return None if value is None else _listen(ctx, param, value)
+
+
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """``--config FILE``: a TOML file whose keys are the long option names
+    (``peer-listen`` or ``peer_listen``); the command line and HTTPCOORD_*
+    variables override it."""
+    if value is None:
+        return None
+    try:
+        with value.open("rb") as f:
+            raw = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc}") from None
+    assert isinstance(ctx.command, click.Command)
+    known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    defaults: dict[str, object] = {}
+    for key, item in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise click.BadParameter(f"{value}: unknown setting {key!r}")
+        if name == "peers" and isinstance(item, dict):
+            item = ",".join(f"{k}={v}" for k, v in item.items())  # [peers] 1 = "host:port"
+        defaults[name] = str(item) if not isinstance(item, str) else item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="httpcoord")
 def main() -> None:
@@ -42,6 +92,74 @@ def main() -> None:
 
 
 @main.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=_load_config,
+    help="TOML file of settings (keys are these option names); flags and HTTPCOORD_* override it",
+)
+@click.option(
+    "--id",
+    "node_id",
+    show_envvar=True,
+    envvar="HTTPCOORD_ID",
+    type=click.IntRange(1),
+    default=1,
+    help="this node's id in --peers (ids are never reused)",
+)
+@click.option(
+    "--peers",
+    show_envvar=True,
+    envvar="HTTPCOORD_PEERS",
+    callback=_peers,
+    help="the founding members' peer addresses, ID=HOST:PORT,...; none: a cluster of one",
+)
+@click.option(
+    "--peer-listen",
+    show_envvar=True,
+    envvar="HTTPCOORD_PEER_LISTEN",
+    callback=_optional_listen,
+    help="peer listener (Raft traffic), HOST:PORT; default: this node's address in --peers",
+)
+@click.option(
+    "--advertise-url",
+    show_envvar=True,
+    envvar="HTTPCOORD_ADVERTISE_URL",
+    help="how clients reach this node, shown in /v1/cluster; default: from --listen",
+)
+@click.option(
+    "--cluster-token",
+    show_envvar=True,
+    envvar="HTTPCOORD_CLUSTER_TOKEN",
+    default=_CLUSTER.cluster_token,
+    help="mixed into the cluster id fixed at the first start, to keep clusters apart",
+)
+@click.option(
+    "--tick-ms",
+    show_envvar=True,
+    envvar="HTTPCOORD_TICK_MS",
+    type=click.IntRange(1),
+    default=_CLUSTER.tick_ms,
+    help="one consensus tick: leader heartbeats go out every tick",
+)
+@click.option(
+    "--election-ticks",
+    show_envvar=True,
+    envvar="HTTPCOORD_ELECTION_TICKS",
+    type=click.IntRange(2),
+    default=_CLUSTER.election_ticks,
+    help="a follower that hears no leader for [this, 2 x this) ticks starts an election",
+)
+@click.option(
+    "--request-timeout-ms",
+    show_envvar=True,
+    envvar="HTTPCOORD_REQUEST_TIMEOUT_MS",
+    type=click.IntRange(1),
+    default=_NODE.request_timeout_ms,
+    help="longest a write or a consistent read waits before 503/504",
+)
 @click.option(
     "--listen",
     show_envvar=True,
@@ -179,6 +297,14 @@ def main() -> None:
     help="least severe log message written to stderr",
 )
 def serve(
+    node_id: int,
+    peers: dict[int, str] | None,
+    peer_listen: tuple[str, int] | None,
+    advertise_url: str | None,
+    cluster_token: str,
+    tick_ms: int,
+    election_ticks: int,
+    request_timeout_ms: int,
     listen: tuple[str, int],
     data_dir: Path,
     max_data_bytes: int,
@@ -197,13 +323,25 @@ def serve(
     sse_keepalive_ms: int,
     log_level: str,
 ) -> None:
-    """Run one httpcoord node (a cluster of one)."""
+    """Run one httpcoord node: a member of the cluster named by --peers, or a
+    cluster of one."""
     from httpcoord.routes.app import create_app
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     host, port = listen
+    if peers is None:
+        if peer_listen is not None:
+            _fail("--peer-listen needs --peers (the members of the cluster)")
+        peers = {node_id: ""}
+    elif node_id not in peers:
+        _fail(f"--id {node_id} is not one of the members in --peers ({_ids(peers)})")
+    elif peer_listen is None:
+        peer_listen = parse_listen(peers[node_id])
+    if advertise_url is None:
+        shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+        advertise_url = f"http://{_host_port(shown, port)}"
     config = Config(
         host=host,
         port=port,
@@ -225,7 +363,17 @@ def serve(
             container_check_ms=container_check_ms,
             watch_history_events=watch_history_events,
             watch_history_bytes=watch_history_bytes,
+            request_timeout_ms=request_timeout_ms,
         ),
+        cluster=ClusterConfig(
+            node_id=node_id,
+            peers=peers,
+            cluster_token=cluster_token,
+            client_url=advertise_url,
+            tick_ms=tick_ms,
+            election_ticks=election_ticks,
+        ),
+        peer_listen=peer_listen,
     )
     # Both startup failures a user can cause (a port already taken, a data dir
     # held by another process) end here as one line and exit 1, before the
@@ -234,6 +382,12 @@ def serve(
         sockets = _bind(host, port)
     except OSError as exc:
         _fail(f"cannot listen on {_host_port(host, port)}: {_reason(exc)}")
+    peer_sockets: list[socket.socket] = []
+    if peer_listen is not None:
+        try:
+            peer_sockets = _bind(*peer_listen)
+        except OSError as exc:
+            _fail(f"cannot listen for peers on {_host_port(*peer_listen)}: {_reason(exc)}")
     if _data_dir_held(data_dir):
         _fail(_held_message(data_dir))
     loop_factory: Callable[[], asyncio.AbstractEventLoop]
@@ -252,8 +406,17 @@ def serve(
 
     def announce(*_: object) -> None:
         # Called by run_app once the node is open and the listener accepts.
+        peers_note = (
+            f", node {node_id} of {_ids(peers)}, peers on {_host_port(*peer_listen)}"
+            if peer_listen is not None
+            else ""
+        )
         logging.getLogger("httpcoord").info(
-            "httpcoord %s serving on http://%s, data in %s", __version__, bound, data_dir
+            "httpcoord %s serving on http://%s, data in %s%s",
+            __version__,
+            bound,
+            data_dir,
+            peers_note,
         )
 
     try:
@@ -261,7 +424,7 @@ def serve(
         # listener closes, the commit loop finishes its batch, the log is
         # closed; exit 0.
         web.run_app(
-            create_app(config),
+            create_app(config, peer_sockets),
             sock=sockets,
             loop=loop,
             print=announce,
@@ -271,6 +434,10 @@ def serve(
             # its connection is unsubscribed at once.
             handler_cancellation=True,
         )
+    except StorageMismatch as exc:
+        # A data dir of another node or cluster, or of the single node that
+        # needs a start alone first: the message says what to do.
+        _fail(str(exc))
     except RuntimeError:
         # Another process took the lock between the check above and the
         # node's own open: still one line. Anything else is a real crash.
@@ -278,8 +445,12 @@ def serve(
             _fail(_held_message(data_dir))
         raise
     finally:
-        for sock in sockets:
+        for sock in (*sockets, *peer_sockets):
             sock.close()
+
+
+def _ids(peers: dict[int, str]) -> str:
+    return ",".join(str(i) for i in sorted(peers))
 
 
 def _fail(message: str) -> NoReturn:
@@ -349,3 +520,26 @@ def _held_message(data_dir: Path) -> str:
         f"data dir {data_dir} is in use by another httpcoord process; "
         "stop it or choose another --data-dir"
     )
+
+
+@main.command("dev-cluster", context_settings={"ignore_unknown_options": True})
+@click.option("--nodes", type=click.IntRange(1, 9), default=3, help="how many nodes")
+@click.option(
+    "--base-port",
+    type=click.IntRange(1024, 64000),
+    default=8181,
+    help="node N listens on BASE + 100 x (N-1), its peers on the port above",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("./httpcoord-dev"),
+    help="each node's data in DIR/nodeN (kept between runs)",
+)
+@click.argument("serve_args", nargs=-1, type=click.UNPROCESSED)
+def dev_cluster(nodes: int, base_port: int, data_dir: Path, serve_args: tuple[str, ...]) -> None:
+    """Start a local cluster of real nodes on 127.0.0.1 and stop it on Ctrl-C.
+    Arguments after the options go to every `httpcoord serve`."""
+    from httpcoord import dev_cluster as dev
+
+    sys.exit(dev.run(nodes, base_port, data_dir, serve_args))

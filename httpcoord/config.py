@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from httpcoord.cluster.node import NodeLimits
+from httpcoord.cluster.node import ClusterConfig, NodeLimits
 
 DEFAULT_LISTEN = "127.0.0.1:8181"
 DEFAULT_DATA_DIR = "./httpcoord-data"
+DEFAULT_PEER_LISTEN = "127.0.0.1:8182"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,29 @@ class Config:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     limits: Limits = field(default_factory=Limits)
     node: NodeLimits = field(default_factory=NodeLimits)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    # The peer listener (Raft traffic, forwarded writes); None: a cluster of
+    # one that listens to no peers.
+    peer_listen: tuple[str, int] | None = None
+
+
+def parse_peers(value: str) -> dict[int, str]:
+    """``1=host:port,2=host:port,...`` -> {1: "host:port", ...}."""
+    peers: dict[int, str] = {}
+    for item in value.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        node_id, sep, address = item.partition("=")
+        if not sep or not node_id.strip().isdigit() or int(node_id) < 1:
+            raise ValueError(f"expected ID=HOST:PORT with a positive id, got {item!r}")
+        parse_listen(address.strip())
+        if int(node_id) in peers:
+            raise ValueError(f"node {node_id} is listed twice")
+        peers[int(node_id)] = address.strip()
+    if not peers:
+        raise ValueError("expected at least one ID=HOST:PORT")
+    return peers
 
 
 def parse_listen(value: str) -> tuple[str, int]:

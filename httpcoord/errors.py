@@ -17,6 +17,7 @@ class CoordError(Exception):
     code: ClassVar[str] = "Internal"
     status: ClassVar[int] = 500
     title: ClassVar[str] = "internal error"
+    retry_after_s: ClassVar[int | None] = None  # sent as Retry-After when set
 
     def __init__(self, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -94,10 +95,31 @@ class UnsupportedMediaType(CoordError):
 
 class TooManyRequests(CoordError):
     code, status, title = "TooManyRequests", 429, "too many requests"
+    retry_after_s: ClassVar[int | None] = 1
 
 
 class Unavailable(CoordError):
+    """Nothing was done; retrying (after ``Retry-After``, on this or another
+    node) is safe."""
+
     code, status, title = "Unavailable", 503, "service unavailable"
+    retry_after_s: ClassVar[int | None] = 1
+
+
+class OutcomeUnknown(CoordError):
+    """The write was handed to the leader, but the leader was lost (or the
+    request timed out) before its outcome was known: it may or may not have
+    been applied. Read before retrying a write that is not idempotent."""
+
+    code, status, title = "OutcomeUnknown", 503, "outcome of the write unknown"
+    retry_after_s: ClassVar[int | None] = 1
+
+
+class ZxidNotReached(CoordError):
+    """``X-Coord-Min-Zxid`` asked for a zxid this node has not applied within
+    the request timeout (it is behind, or the zxid does not exist yet)."""
+
+    code, status, title = "ZxidNotReached", 504, "zxid not reached in time"
 
 
 class MultiFailed(CoordError):
@@ -142,4 +164,6 @@ ALL_ERRORS: tuple[type[CoordError], ...] = (
     UnsupportedMediaType,
     TooManyRequests,
     Unavailable,
+    OutcomeUnknown,
+    ZxidNotReached,
 )

@@ -1,13 +1,31 @@
-"""A node's write path: propose -> durable log (group commit) -> apply -> reply.
+"""One member of the cluster: the write path, the read API and sessions.
 
-``LocalNode`` is a cluster of one. It is the seam the replicated cluster will
-sit behind: routes call ``propose(ops, multi)`` and read ``tree``, and never
-learn whether a majority or a single disk made the entry durable.
+A ``Node`` owns the consensus core and the ``Driver`` loop around it, the
+SQLite storage, the peer transport and the znode ``Tree`` it applies the
+committed log to. A cluster of one is the same code with one voter: there is
+one write path.
 
-The one loop (``_commit_loop``) obeys the ordering rule that every later
-driver keeps: an entry is applied, and its proposer answered, only after the
-transaction holding it has been committed and fsynced; entries are applied in
-log order; everything ready in one turn of the loop goes into one transaction.
+Writes: ``propose(ops)`` on the leader stamps the txn with
+max(previous stamp, wall clock) (so ctime, mtime and TTL reaping are
+monotonic and identical on every replica) and hands it to the driver; on a
+follower it is forwarded to the leader in one hop (``/peer/v1/propose``),
+which answers with the (index, term) the entry got. Either way the caller
+then waits until THIS node has applied that index: the answer is this node's
+own apply result, so a client reads its own write on the node it talks to.
+Another entry at that index means the write was not committed (503
+``Unavailable``, safe to retry); a lost leader or a timeout before the
+outcome is known is 503 ``OutcomeUnknown``.
+
+Reads come from the local tree (sequentially consistent, as in ZooKeeper);
+``barrier(linearizable, min_zxid)`` is the one place that waits for a
+ReadIndex or for a zxid to be applied.
+
+Sessions: any node takes heartbeats; followers pass the sessions they saw
+alive to the leader in batches every ``session_ping_ms`` (as ZooKeeper's
+learners do with pings). Only the leader expires sessions, and a new leader
+starts expiring only once its own no-op is committed and applied (so it has
+applied everything committed before it), giving every session its full ttl
+from that moment: a leader change alone never ends a session.
 """
 
 from __future__ import annotations
@@ -15,24 +33,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
+import heapq
+import itertools
 import logging
 import os
+import random
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import orjson
+
+from httpcoord.cluster.driver import Driver, DriverLimits, Transport
+from httpcoord.cluster.node_storage import NodeStorage, decode_descriptor
+from httpcoord.cluster.raft.core import Config as RaftConfig
+from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Role, SoftState
+from httpcoord.cluster.raft.messages import NONE, Entry, EntryKind, Message, Snapshot
+from httpcoord.cluster.raft.storage import CompactedError
 from httpcoord.cluster.sessions import SessionTracker
-from httpcoord.cluster.sqlite_log import KIND_TXN, LogEntry, SqliteLog
-from httpcoord.errors import CoordError, SessionExpired, TooManyRequests, Unavailable
-from httpcoord.tree.tree import Event, Tree, TxnResult
+from httpcoord.errors import (
+    BadArguments,
+    CoordError,
+    OutcomeUnknown,
+    SessionExpired,
+    TooManyRequests,
+    Unavailable,
+    ZxidNotReached,
+)
+from httpcoord.tree.tree import Event, Session, Tree, TxnResult
+from httpcoord.tree.tree import Node as Znode
 from httpcoord.tree.txn import (
     CloseSessionOp,
     Op,
     OpenSessionOp,
     ReapOp,
     Txn,
+    TxnDecodeError,
     decode_txn,
     encode_txn,
 )
@@ -40,291 +80,565 @@ from httpcoord.watch.history import History
 
 log = logging.getLogger(__name__)
 
+# Routes of the peer listener the node serves itself (the transport adds its own).
+PROPOSE_PATH = "/peer/v1/propose"
+TOUCH_PATH = "/peer/v1/sessions/touch"
+STATUS_PATH = "/peer/v1/status"
+
 
 @dataclass(frozen=True, slots=True)
 class NodeLimits:
-    batch_entries_max: int = 4096  # entries in one group commit
-    batch_bytes_max: int = 32 * 1024 * 1024  # payload bytes in one group commit
-    pending_proposals_max: int = 20_000  # queued, not yet durable; beyond: 429
-    pending_bytes_max: int = 256 * 1024 * 1024  # encoded txn bytes queued; beyond: 429
+    pending_proposals_max: int = 20_000  # writes waiting for the log; beyond: 429
+    pending_bytes_max: int = 256 * 1024 * 1024  # ... and their encoded bytes
     snapshot_entries: int = 100_000  # snapshot after this many entries past the last one
     snapshot_log_bytes: int = 256 * 1024 * 1024  # ... or this many log bytes
     session_check_ms: int = 100  # how often deadlines are checked: expiry lateness
+    session_ping_ms: int = 500  # how often a follower passes heartbeats to the leader
     container_check_ms: int = 5000  # how often containers and TTL nodes are reaped
     expire_batch_max: int = 1000  # sessions expired per check
     reap_batch_max: int = 1000  # nodes reaped per check
     watch_history_events: int = 100_000  # events kept for watchers resuming by zxid
     watch_history_bytes: int = 64 * 1024 * 1024  # ... and their approximate bytes
+    request_timeout_ms: int = 5000  # a write or a barrier waits at most this long
+    recent_outcomes_max: int = 65_536  # applied entries whose outcome a forwarder may ask
 
 
-@dataclass(slots=True)
-class _Proposal:
-    txn: Txn
-    data: bytes
-    future: asyncio.Future[TxnResult]
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """Who this node is and who its peers are. ``peers`` maps every founding
+    member's id (this one included) to its peer address; a cluster of one
+    has no peers to reach."""
+
+    node_id: int = 1
+    peers: dict[int, str] = field(default_factory=lambda: {1: ""})
+    cluster_token: str = "httpcoord"
+    client_url: str = ""  # how clients reach this node (shown in /v1/cluster)
+    tick_ms: int = 50
+    election_ticks: int = 10  # an election timeout is [this, 2 x this) ticks
+    heartbeat_ticks: int = 1
+
+    @property
+    def cluster_id(self) -> str:
+        """Fixed when the cluster is first formed: the same on every founder
+        (a hash of the token and the founding members), stored in each data
+        dir and checked on every peer request."""
+        founders = ",".join(f"{i}={self.peers[i]}" for i in sorted(self.peers))
+        digest = hashlib.sha256(f"{self.cluster_token}\n{founders}".encode()).hexdigest()
+        return digest[:16]
 
 
+Outcome = TxnResult | CoordError | None  # None: a no-op or membership entry
+
+
+class _Waiters:
+    """Futures waiting for a counter (applied index or zxid) to reach a value."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._seq = itertools.count()
+
+    def wait(self, value: int) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._heap, (value, next(self._seq), future))
+        return future
+
+    def release(self, reached: int) -> None:
+        heap = self._heap
+        while heap and heap[0][0] <= reached:
+            future = heapq.heappop(heap)[2]
+            if not future.done():
+                future.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        for _, _, future in self._heap:
+            if not future.done():
+                future.set_exception(exc)
+        self._heap = []
+
+
+class SnapshotIO:
+    """The transport's view of the storage's snapshots."""
+
+    def __init__(self, storage: NodeStorage) -> None:
+        self._storage = storage
+
+    def read(self, snapshot: Snapshot) -> Any:
+        return self._storage.snapshot_chunks(snapshot)
+
+    async def stage(self, meta: Any, descriptor: bytes, chunks: Any) -> Snapshot:
+        return await self._storage.stage_snapshot(meta, descriptor, chunks)
+
+
+TransportFactory = Callable[["Node"], Transport]
 EventListener = Callable[[int, list[Event]], None]
 
 
-class LocalNode:
+class Node:
     def __init__(
         self,
-        log_store: SqliteLog,
+        cluster: ClusterConfig,
+        storage: NodeStorage,
         tree: Tree,
-        history: History,
-        applied_index: int,
-        snapshot_index: int,
         limits: NodeLimits,
-        lock_fd: int,
+        driver_limits: DriverLimits,
+        lock_fd: int | None,
         wall_ms: Callable[[], int],
         monotonic_ms: Callable[[], int],
+        rng: random.Random,
     ) -> None:
-        self.log_store = log_store
-        self.tree = tree
-        self.history = history
-        self.applied_index = applied_index
+        self.cluster = cluster
+        self.node_id = cluster.node_id
+        self.storage = storage
         self.limits = limits
-        self._snapshot_index = snapshot_index
-        self._log_bytes_since_snapshot = 0
+        self._tree = tree
         self._lock_fd = lock_fd
         self._wall_ms = wall_ms
         self._monotonic_ms = monotonic_ms
-        # This node is the expiry authority (in a cluster: the leader). Every
-        # session recovered from disk starts with its full ttl.
-        self.sessions = SessionTracker()
-        now = monotonic_ms()
-        for session in tree.sessions.values():
-            self.sessions.open(session.id, session.ttl_ms, now)
-        self._maintenance: asyncio.Task[None] | None = None
-        self._snapshot_task: asyncio.Task[None] | None = None
-        self._pending: deque[_Proposal] = deque()
+        self._rng = rng
+        snap = storage.snapshot()
+        self.applied_index = snap.meta.index
+        self._snapshot_index = snap.meta.index
+        self._log_bytes_since_snapshot = 0
+        self.history = History(limits.watch_history_events, limits.watch_history_bytes, tree.zxid)
+        core = Raft(
+            RaftConfig(
+                cluster.node_id,
+                election_timeout_ticks=cluster.election_ticks,
+                heartbeat_ticks=cluster.heartbeat_ticks,
+            ),
+            storage,
+            rng,
+        )
+        self.transport: Transport = _NoPeers()
+        self.driver = Driver(core, storage, self.transport, self, monotonic_ms, rng, driver_limits)
+        self._stamp_ms = 0  # the newest txn time seen: stamps never go back
+        self._index_waiters: dict[int, list[tuple[int, asyncio.Future[Outcome]]]] = {}
+        self._recent: deque[tuple[int, int, Outcome]] = deque(maxlen=limits.recent_outcomes_max)
+        self._applied_waiters = _Waiters()
+        self._zxid_waiters = _Waiters()
         self._pending_bytes = 0
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._failed: BaseException | None = None
+        self.sessions = SessionTracker()
+        self._sessions_active = False  # this node is the leader and may expire
+        self._touched: set[str] = set()  # follower: sessions seen alive since the last ping
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
         self.listeners: list[EventListener] = []
-        # Called with the id of each session a txn closes (by its client or
-        # by expiry), e.g. to end its keepalive socket at once.
         self.session_closed_listeners: list[Callable[[str], None]] = []
+        # Called with the new zxid when a snapshot from the leader replaced the
+        # tree: watchers cannot be given the events in between.
+        self.reset_listeners: list[Callable[[int], None]] = []
         self.snapshots_taken = 0
+        self._digest: tuple[int, str] = (-1, "")
 
-    # ---- lifecycle -----------------------------------------------------------
+    # ---- lifecycle ------------------------------------------------------------------
 
     @classmethod
     async def open(
         cls,
         data_dir: Path,
+        cluster: ClusterConfig | None = None,
         limits: NodeLimits | None = None,
+        driver_limits: DriverLimits | None = None,
+        transport_factory: TransportFactory | None = None,
+        storage: NodeStorage | None = None,
         wall_ms: Callable[[], int] | None = None,
         monotonic_ms: Callable[[], int] | None = None,
-    ) -> LocalNode:
-        """Open the data dir (exclusively), load the snapshot and replay the log."""
+        rng: random.Random | None = None,
+    ) -> Node:
+        """Open the data dir (exclusively) and rebuild the tree from the
+        snapshot plus the committed log. ``storage`` (tests) replaces SQLite."""
+        cluster = cluster or ClusterConfig()
         limits = limits or NodeLimits()
-        data_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = _lock_data_dir(data_dir)
-        try:
-            log_store = await SqliteLog.open(data_dir)
+        driver_limits = driver_limits or DriverLimits(tick_ms=cluster.tick_ms)
+        lock_fd: int | None = None
+        if storage is None:
+            from httpcoord.cluster.sqlite_storage import SqliteStorage
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = _lock_data_dir(data_dir)
             try:
-                tree, history, applied, snap_index = await _recover(log_store, limits)
+                storage = await SqliteStorage.open(
+                    data_dir, cluster.node_id, cluster.cluster_id, sorted(cluster.peers)
+                )
             except BaseException:
-                await log_store.close()
+                os.close(lock_fd)
                 raise
+        try:
+            tree = await _tree_at_snapshot(storage)
+            node = cls(
+                cluster,
+                storage,
+                tree,
+                limits,
+                driver_limits,
+                lock_fd,
+                wall_ms or (lambda: time.time_ns() // 1_000_000),
+                monotonic_ms or (lambda: time.monotonic_ns() // 1_000_000),
+                rng or random.Random(),
+            )
+            if transport_factory is not None:
+                node.transport = node.driver.transport = transport_factory(node)
+            await node._replay()
         except BaseException:
-            os.close(lock_fd)
+            await storage.close()
+            if lock_fd is not None:
+                os.close(lock_fd)
             raise
-        return cls(
-            log_store,
-            tree,
-            history,
-            applied,
-            snap_index,
-            limits,
-            lock_fd,
-            wall_ms or (lambda: time.time_ns() // 1_000_000),
-            monotonic_ms or (lambda: time.monotonic_ns() // 1_000_000),
-        )
+        return node
+
+    async def _replay(self) -> None:
+        """Apply the committed log before serving anything: the node answers
+        its first read with everything it had acknowledged before a restart."""
+        core = self.driver.core
+        target = core.committed
+        while self.applied_index < target:
+            before = self.applied_index
+            await self.driver.turn()
+            if self.applied_index == before:
+                break  # nothing more the core will hand out without peers
+        if core.conf.voters == {self.node_id}:
+            # The only voter needs nobody's vote: elect it now rather than
+            # after an election timeout, so a cluster of one takes writes
+            # the moment it listens. (Ticks are the core's only clock.)
+            for _ in range(2 * self.cluster.election_ticks):
+                if core.role is Role.LEADER:
+                    break
+                core.tick()
+            await self.driver.turn()
 
     def start(self, maintenance: bool = True) -> None:
-        """Start the commit loop and, unless a test drives them by hand with
-        its own clock, the periodic session expiry and node reaping."""
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._commit_loop(), name="commit-loop")
+        """Start the loop and, unless a test drives them by hand with its own
+        clock, session expiry, reaping and the follower's heartbeat pings."""
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._run_driver(), name="node-loop"))
         if maintenance:
-            self._maintenance = self._loop.create_task(self._maintenance_loop(), name="maintenance")
+            self._tasks.append(loop.create_task(self._maintenance_loop(), name="maintenance"))
+            self._tasks.append(loop.create_task(self._ping_loop(), name="session-pings"))
+
+    async def _run_driver(self) -> None:
+        await self.driver.run()
+        if self.driver.failed is not None:
+            self._fail_all(Unavailable("storage failed"))
 
     async def close(self) -> None:
-        """Finish the batch in flight (never cut an fsync short, so no proposer
-        is told "unavailable" about a write that is in fact durable), refuse
-        what is still queued, close storage."""
+        """Let the turn in flight finish (its fsync is never cut short), refuse
+        what is still waiting, close storage and release the data dir."""
         self._closing = True
-        self._wakeup.set()
-        if self._maintenance is not None:
-            self._maintenance.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance
+        self.driver.stop()
         try:
-            if self._task is not None:
-                await self._task
+            for task in self._tasks[1:]:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self._snapshot_task is not None:
-                # Let it finish (its failure was already handled and logged).
                 await asyncio.wait([self._snapshot_task])
-            self._fail_pending(Unavailable("node is shutting down"))
-            await self.log_store.close()
+            self._fail_all(Unavailable("node is shutting down"))
+            closer = getattr(self.transport, "close", None)
+            if closer is not None:
+                await closer()
+            await self.storage.close()
         finally:
-            # Release the data dir even if closing storage failed.
-            os.close(self._lock_fd)
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
-    @property
-    def pending_count(self) -> int:
-        return len(self._pending)
+    def _fail_all(self, exc: CoordError) -> None:
+        waiters, self._index_waiters = self._index_waiters, {}
+        for entries in waiters.values():
+            for _, future in entries:
+                if not future.done():
+                    future.set_exception(exc)
+        self._applied_waiters.fail(exc)
+        self._zxid_waiters.fail(exc)
 
     @property
     def healthy(self) -> bool:
-        return self._failed is None and self._task is not None and not self._task.done()
+        """The loop runs and storage works."""
+        return self.driver.failed is None and not self._closing and bool(self._tasks)
 
-    # ---- the write path ----------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """Healthy, with a live leader, and caught up with what is committed."""
+        driver = self.driver
+        return (
+            self.healthy
+            and driver.has_live_leader()
+            and self.applied_index >= driver.core.committed
+        )
+
+    # ---- the write path ----------------------------------------------------------------
 
     async def propose(self, ops: tuple[Op, ...], multi: bool = False) -> TxnResult:
-        """Make ``ops`` durable and apply them; return the result or raise its error."""
-        if self._failed is not None:
-            raise Unavailable("storage failed; the node accepts no writes until restarted")
-        if self._closing or self._loop is None:
-            raise Unavailable("node is not running")
-        if len(self._pending) >= self.limits.pending_proposals_max:
-            raise TooManyRequests("too many writes in flight; retry later")
-        txn = Txn(ops, self._wall_ms(), multi)
-        data = encode_txn(txn)
-        # The count alone would let 20,000 queued 1 MiB writes hold 20 GiB. One
-        # write is always let in, however large, so no write can starve.
-        if self._pending and self._pending_bytes + len(data) > self.limits.pending_bytes_max:
+        """Make ``ops`` durable on a majority and applied here; return the
+        result or raise its error."""
+        if not self.healthy:
+            raise Unavailable("this node is not running or its storage failed")
+        deadline = self._monotonic_ms() + self.limits.request_timeout_ms
+        driver = self.driver
+        if driver.is_leader:
+            index, term = await self._propose_here(Txn(ops, 0, multi))
+        elif driver.leader == NONE or not driver.has_live_leader():
+            raise Unavailable("no leader is known: this node cannot reach a majority")
+        else:
+            index, term = await self._forward(driver.leader, Txn(ops, 0, multi))
+        outcome = await self._outcome(index, term, deadline)
+        if isinstance(outcome, CoordError):
+            raise outcome
+        if outcome is None:
+            raise OutcomeUnknown("the entry at the write's index is not a txn")
+        return outcome
+
+    async def _propose_here(self, txn: Txn) -> tuple[int, int]:
+        """Leader: stamp, encode, queue for the next turn; (index, term)."""
+        stamp = max(self._stamp_ms, self._wall_ms())
+        self._stamp_ms = stamp
+        data = encode_txn(Txn(txn.ops, stamp, txn.multi))
+        if self._pending_bytes and self._pending_bytes + len(data) > self.limits.pending_bytes_max:
             raise TooManyRequests("too many bytes of writes in flight; retry later")
-        # The loop saved at start: get_running_loop() costs a getpid() per call.
-        future: asyncio.Future[TxnResult] = self._loop.create_future()
-        self._pending.append(_Proposal(txn, data, future))
-        self._pending_bytes += len(data)
-        self._wakeup.set()
-        return await future
-
-    async def _commit_loop(self) -> None:
-        batch: list[_Proposal] = []
         try:
-            while not self._closing:
-                await self._wakeup.wait()
-                self._wakeup.clear()
-                while self._pending and not self._closing and self._failed is None:
-                    batch = self._take_batch()
-                    first = self.applied_index + 1
-                    entries = [
-                        LogEntry(first + i, 0, KIND_TXN, p.data) for i, p in enumerate(batch)
-                    ]
-                    await self.log_store.append(entries)
-                    self._apply_batch(batch)
-                    self._log_bytes_since_snapshot += sum(len(p.data) for p in batch)
-                    if self._snapshot_due() and self._snapshot_task is None:
-                        # In the background: writes go on being appended while
-                        # the snapshot is written (see SqliteLog.install_snapshot).
-                        self._snapshot_task = asyncio.create_task(self._background_snapshot())
-        except Exception as exc:
-            # A failed append (disk full, I/O error) or a bug in apply: nothing
-            # after it is safe. Stop taking writes, and answer everyone still
-            # waiting. (A failed snapshot does the same, in _background_snapshot.)
-            log.exception("commit loop failed; refusing writes from now on")
-            self._failed = exc
-            for p in batch:
-                _settle(p.future, exc=Unavailable("storage failed"))
-            self._fail_pending(Unavailable("storage failed"))
+            future = self.driver.propose(data)
+        except ProposalDropped as exc:
+            raise TooManyRequests(f"too many writes in flight; retry later ({exc})") from None
+        self._pending_bytes += len(data)
+        try:
+            return await future
+        except NotLeader:
+            raise Unavailable("leadership changed before the write was logged") from None
+        except ProposalDropped as exc:
+            raise Unavailable(f"the leader refused the write for now: {exc}") from None
+        finally:
+            self._pending_bytes -= len(data)
 
-    def _take_batch(self) -> list[_Proposal]:
-        batch: list[_Proposal] = []
-        size = 0
-        limits = self.limits
-        while self._pending and len(batch) < limits.batch_entries_max:
-            nxt = len(self._pending[0].data)
-            if batch and size + nxt > limits.batch_bytes_max:
-                break
-            batch.append(self._pending.popleft())
-            size += nxt
-        self._pending_bytes -= size
-        return batch
+    async def _forward(self, leader: int, txn: Txn) -> tuple[int, int]:
+        from httpcoord.cluster.transport import OutcomeUnknown as PeerOutcomeUnknown
+        from httpcoord.cluster.transport import PeerCallFailed, PeerUnavailable
 
-    def _apply_batch(self, batch: list[_Proposal]) -> None:
-        for p in batch:
-            self.applied_index += 1
-            try:
-                result, events = self.tree.apply(p.txn)
-            except CoordError as exc:
-                _settle(p.future, exc=exc)
-                continue
-            self._track_sessions(p.txn)
-            self.history.append(result.zxid, events)
-            # Answer the writer first: its reply is scheduled ahead of the
-            # watchers woken below, so a write's latency does not grow with
-            # the number of watchers of its path.
-            _settle(p.future, result=result)
-            for listener in self.listeners:
-                # The write is durable and applied: a watcher's bug must not
-                # stop the commit loop or leave the rest of the batch unanswered.
+        try:
+            raw = await self.transport.call(
+                leader, PROPOSE_PATH, encode_txn(txn), self.limits.request_timeout_ms
+            )
+        except PeerUnavailable:
+            raise Unavailable(f"the leader (node {leader}) cannot be reached") from None
+        except PeerOutcomeUnknown:
+            raise OutcomeUnknown(
+                f"the connection to the leader (node {leader}) broke after the write was sent"
+            ) from None
+        except PeerCallFailed as exc:
+            raise Unavailable(f"the leader (node {leader}) refused the write: {exc}") from None
+        try:
+            reply = orjson.loads(raw)
+            return int(reply["index"]), int(reply["term"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise OutcomeUnknown("the leader's answer could not be read") from None
+
+    async def _outcome(self, index: int, term: int, deadline_ms: int) -> Outcome:
+        """Wait until this node has applied ``index``; the outcome of the entry
+        there if it is ours (its term), else a refusal."""
+        if index <= self.applied_index:
+            return self._recent_outcome(index, term)
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._index_waiters.setdefault(index, []).append((term, future))
+        timeout_s = max(0, deadline_ms - self._monotonic_ms()) / 1000
+        try:
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise OutcomeUnknown(
+                "the write was logged by the leader but not known to be committed in time"
+            ) from None
+
+    def _recent_outcome(self, index: int, term: int) -> Outcome:
+        recent = self._recent
+        if not recent or index < recent[0][0]:
+            raise OutcomeUnknown("the write's outcome is no longer remembered")
+        got_index, got_term, outcome = recent[index - recent[0][0]]
+        assert got_index == index
+        if got_term != term:
+            raise _not_committed()
+        return outcome
+
+    # ---- the state machine the driver applies to ---------------------------------------
+
+    def apply(self, entries: list[Entry]) -> None:
+        tree = self._tree
+        history = self.history
+        for e in entries:
+            assert e.index == self.applied_index + 1, "entries applied out of order"
+            self.applied_index = e.index
+            self._log_bytes_since_snapshot += len(e.data)
+            outcome: Outcome = None
+            events: list[Event] = []
+            if e.kind == EntryKind.NORMAL:
+                txn = decode_txn(e.data)
+                if txn.time_ms > self._stamp_ms:
+                    self._stamp_ms = txn.time_ms
                 try:
-                    listener(result.zxid, events)
-                except Exception:
-                    log.exception("event listener failed at zxid %d", result.zxid)
+                    result, events = tree.apply(txn)
+                except CoordError as exc:
+                    outcome = exc
+                else:
+                    outcome = result
+                    self._track_sessions(txn)
+                    history.append(result.zxid, events)
+            self._recent.append((e.index, e.term, outcome))
+            waiting = self._index_waiters.pop(e.index, None)
+            if waiting:
+                # Answer the writers first: their replies are scheduled ahead
+                # of the watchers woken below.
+                for term, future in waiting:
+                    if future.done():
+                        continue
+                    if term != e.term:
+                        future.set_exception(_not_committed())
+                    elif isinstance(outcome, CoordError):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+            if isinstance(outcome, TxnResult):
+                for listener in self.listeners:
+                    # Durable and applied: a watcher's bug must not stop the loop.
+                    try:
+                        listener(outcome.zxid, events)
+                    except Exception:
+                        log.exception("event listener failed at zxid %d", outcome.zxid)
+        self._applied_waiters.release(self.applied_index)
+        self._zxid_waiters.release(tree.zxid)
+        self._maybe_activate_sessions()
+        if self._snapshot_due() and self._snapshot_task is None:
+            self._start_snapshot()
+
+    async def restore(self, snapshot: Snapshot) -> None:
+        """A snapshot from the leader replaced the log: replace the tree."""
+        tree = await _tree_from(self.storage, snapshot)
+        before = set(self._tree.sessions)
+        self._tree = tree
+        self.applied_index = snapshot.meta.index
+        self._snapshot_index = snapshot.meta.index
+        self._log_bytes_since_snapshot = 0
+        self._recent.clear()
+        self.history.reset(tree.zxid)
+        # Writes waiting at indexes the snapshot covers may or may not be in it.
+        for index in [i for i in self._index_waiters if i <= snapshot.meta.index]:
+            for _, future in self._index_waiters.pop(index):
+                if not future.done():
+                    future.set_exception(
+                        OutcomeUnknown("a snapshot from the leader replaced the log")
+                    )
+        for listener in self.reset_listeners:
+            listener(tree.zxid)
+        for session_id in before - set(tree.sessions):
+            for closed in self.session_closed_listeners:
+                closed(session_id)
+        self._applied_waiters.release(self.applied_index)
+        self._zxid_waiters.release(tree.zxid)
+
+    def role_changed(self, soft_state: SoftState) -> None:
+        if soft_state.role is Role.LEADER:
+            # Stamps never go back across leaders: start above every txn in
+            # the log, applied or not.
+            self._stamp_ms = max(self._stamp_ms, self._newest_stamp_in_log())
+        else:
+            self._sessions_active = False
+            self.sessions = SessionTracker()
+        self._maybe_activate_sessions()
+
+    def _newest_stamp_in_log(self) -> int:
+        core = self.driver.core
+        newest = 0
+        lo, last = self.applied_index + 1, core.log.last_index()
+        while lo <= last:
+            chunk = core.log.entries(lo, last + 1, 16 << 20)
+            for e in chunk:
+                if e.kind == EntryKind.NORMAL:
+                    with contextlib.suppress(TxnDecodeError):
+                        newest = max(newest, decode_txn(e.data).time_ms)
+            lo = chunk[-1].index + 1
+        return newest
+
+    # ---- sessions -----------------------------------------------------------------------
 
     def _track_sessions(self, txn: Txn) -> None:
         for op in txn.ops:
             if isinstance(op, OpenSessionOp):
-                self.sessions.open(op.session_id, op.ttl_ms, self._monotonic_ms())
+                if self._sessions_active:
+                    self.sessions.open(op.session_id, op.ttl_ms, self._monotonic_ms())
             elif isinstance(op, CloseSessionOp):
                 self.sessions.forget(op.session_id)
+                self._touched.discard(op.session_id)
                 for listener in self.session_closed_listeners:
                     listener(op.session_id)
 
-    def _fail_pending(self, exc: CoordError) -> None:
-        while self._pending:
-            _settle(self._pending.popleft().future, exc=exc)
-        self._pending_bytes = 0
-
-    # ---- sessions and reaping ---------------------------------------------------
+    def _maybe_activate_sessions(self) -> None:
+        """A new leader becomes the expiry authority once its own no-op is
+        committed and applied: it then holds every session that exists, and
+        each gets its full ttl from now."""
+        if self._sessions_active or not self.driver.is_leader:
+            return
+        core = self.driver.core
+        if core.log.term(core.committed) != core.term or self.applied_index < core.committed:
+            return
+        tracker = SessionTracker()
+        now = self._monotonic_ms()
+        for session in self._tree.sessions.values():
+            tracker.open(session.id, session.ttl_ms, now)
+        self.sessions = tracker
+        self._sessions_active = True
 
     def heartbeat(self, session_id: str) -> int:
         """Keep a session alive; returns its ttl. No log entry: cheap."""
-        if not self.sessions.touch(session_id, self._monotonic_ms()):
+        session = self._tree.sessions.get(session_id)
+        if session is None:
             raise SessionExpired(session=session_id)
-        return self.tree.sessions[session_id].ttl_ms
+        if self._sessions_active:
+            if not self.sessions.touch(session_id, self._monotonic_ms()):
+                raise SessionExpired(session=session_id)
+        elif not self.driver.has_live_leader():
+            # A follower cut off from the leader cannot keep a session alive:
+            # tell the client to move to another node.
+            raise Unavailable("no leader is known: heartbeat another node")
+        elif not self.driver.is_leader:
+            self._touched.add(session_id)
+        return session.ttl_ms
 
     def session_expires_in_ms(self, session_id: str) -> int | None:
+        """Known on the leader only (the expiry authority)."""
+        if not self._sessions_active:
+            return None
         return self.sessions.remaining_ms(session_id, self._monotonic_ms())
 
     async def expire_sessions(self) -> list[str]:
-        """Close, each in its own txn, every session past its deadline."""
+        """Leader: close, each in its own txn, every session past its deadline."""
+        if not self._sessions_active:
+            return []
         due = self.sessions.due(self._monotonic_ms(), self.limits.expire_batch_max)
         outcomes = await asyncio.gather(
             *(self.propose((CloseSessionOp(sid, expired=True),)) for sid in due),
             return_exceptions=True,
         )
-        for sid, outcome in zip(due, outcomes):
-            # Already closed: nothing to do. Unavailable: this process takes no
-            # writes any more (storage failed, or shutting down), so retrying
-            # every check would only log a line per session, ten times a
-            # second; the sessions get their full ttl at the next start.
+        for sid, outcome in zip(due, outcomes, strict=True):
+            # Already closed: nothing to do. Unavailable / OutcomeUnknown:
+            # leadership or storage is going; a next leader decides afresh.
             if isinstance(outcome, BaseException) and not isinstance(
-                outcome, SessionExpired | Unavailable
+                outcome, SessionExpired | Unavailable | OutcomeUnknown
             ):
                 log.warning("expiring session %s failed: %r; will retry", sid, outcome)
                 self.sessions.retry(sid, self._monotonic_ms())
         return due
 
     async def reap(self) -> list[str]:
-        """Remove containers emptied of their children and expired TTL nodes."""
-        due = self.tree.reap_candidates(self._wall_ms(), self.limits.reap_batch_max)
+        """Leader: remove containers emptied of their children and expired TTL nodes."""
+        if not self.driver.is_leader:
+            return []
+        due = self._tree.reap_candidates(self._wall_ms(), self.limits.reap_batch_max)
         outcomes = await asyncio.gather(
             *(self.propose((ReapOp(path, czxid),)) for path, czxid in due),
             return_exceptions=True,
         )
         # A refusal means the node changed since it was seen: nothing to do.
-        return [path for (path, _), o in zip(due, outcomes) if not isinstance(o, BaseException)]
+        return [
+            p for (p, _), o in zip(due, outcomes, strict=True) if not isinstance(o, BaseException)
+        ]
 
     async def _maintenance_loop(self) -> None:
         check_s = self.limits.session_check_ms / 1000
@@ -336,10 +650,178 @@ class LocalNode:
                 if self._monotonic_ms() >= next_reap:
                     next_reap = self._monotonic_ms() + self.limits.container_check_ms
                     await self.reap()
-            except Unavailable:
-                pass  # storage failed or shutting down: nothing more to decide
+            except (Unavailable, OutcomeUnknown):
+                pass  # leadership or storage is going: a next turn decides afresh
 
-    # ---- snapshots ------------------------------------------------------------
+    async def ping_leader(self) -> None:
+        """Follower: pass the sessions seen alive since the last ping to the leader."""
+        if not self._touched or self.driver.is_leader or self.driver.leader == NONE:
+            return
+        touched, self._touched = self._touched, set()
+        body = orjson.dumps(sorted(touched))
+        try:
+            await self.transport.call(
+                self.driver.leader, TOUCH_PATH, body, self.limits.session_ping_ms
+            )
+        except Exception as exc:  # the next ping carries the next heartbeats
+            log.debug("session ping to node %d failed: %r", self.driver.leader, exc)
+
+    async def _ping_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.limits.session_ping_ms / 1000)
+            await self.ping_leader()
+
+    # ---- peer RPCs (served on the peer listener) ----------------------------------------
+
+    async def handle_propose(self, body: bytes) -> bytes:
+        """A follower forwards a write: log it, answer its (index, term)."""
+        if not self.driver.is_leader:
+            raise Unavailable(f"not the leader (leader: {self.driver.leader})")
+        try:
+            txn = decode_txn(body)
+        except TxnDecodeError as exc:
+            raise BadArguments(f"malformed forwarded txn: {exc}") from None
+        index, term = await self._propose_here(txn)
+        return orjson.dumps({"index": index, "term": term})
+
+    def handle_touch(self, body: bytes) -> bytes:
+        """Sessions a follower saw alive: touch them here (the leader)."""
+        try:
+            ids = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BadArguments("expected a JSON list of session ids") from None
+        if type(ids) is not list or not all(type(i) is str for i in ids):
+            raise BadArguments("expected a JSON list of session ids")
+        unknown = []
+        if self._sessions_active:
+            now = self._monotonic_ms()
+            unknown = [sid for sid in ids if not self.sessions.touch(sid, now)]
+        return orjson.dumps({"unknown": unknown})
+
+    def handle_status(self) -> bytes:
+        return orjson.dumps(self.status())
+
+    # ---- the read API ----------------------------------------------------------------------
+
+    @property
+    def zxid(self) -> int:
+        return self._tree.zxid
+
+    def get(self, path: str) -> Znode:
+        return self._tree.get(path)
+
+    def session(self, session_id: str) -> Session | None:
+        return self._tree.sessions.get(session_id)
+
+    def all_sessions(self) -> Iterable[Session]:
+        return self._tree.sessions.values()
+
+    @property
+    def znode_count(self) -> int:
+        return len(self._tree)
+
+    @property
+    def session_count(self) -> int:
+        return len(self._tree.sessions)
+
+    async def barrier(self, linearizable: bool = False, min_zxid: int | None = None) -> None:
+        """Wait until a read here may be served: this node has applied
+        ``min_zxid`` (504 ``ZxidNotReached`` after the request timeout) and,
+        for a linearizable read, everything the leader had committed when
+        the read arrived (ReadIndex; 503 when no majority answers in time)."""
+        timeout_s = self.limits.request_timeout_ms / 1000
+        if min_zxid is not None and self._tree.zxid < min_zxid:
+            try:
+                await asyncio.wait_for(self._zxid_waiters.wait(min_zxid), timeout_s)
+            except TimeoutError:
+                raise ZxidNotReached(
+                    f"this node has applied zxid {self._tree.zxid}, not {min_zxid}",
+                    applied_zxid=self._tree.zxid,
+                ) from None
+        if linearizable:
+            if not self.driver.has_live_leader():
+                raise Unavailable("no leader is known: cannot read linearizably")
+            try:
+                index = await asyncio.wait_for(self.driver.read_index(), timeout_s)
+                if self.applied_index < index:
+                    await asyncio.wait_for(self._applied_waiters.wait(index), timeout_s)
+            except TimeoutError:
+                raise Unavailable("no majority confirmed the leader in time") from None
+
+    async def wait_for_zxid(self, zxid: int) -> None:
+        """A watch resumed here with a zxid from another node: wait until this
+        node has applied it, so the replay misses nothing."""
+        await self.barrier(min_zxid=zxid)
+
+    # ---- cluster view ------------------------------------------------------------------------
+
+    @property
+    def leader_id(self) -> int:
+        return self.driver.leader
+
+    def digest(self) -> str:
+        """sha256 of the tree's canonical encoding at the applied zxid (cached
+        per zxid): members at one zxid must show one digest."""
+        zxid = self._tree.zxid
+        if self._digest[0] != zxid:
+            h = hashlib.sha256()
+            for chunk in self._tree.snapshot_chunks():
+                h.update(chunk)
+            self._digest = (zxid, h.hexdigest())
+        return self._digest[1]
+
+    def status(self) -> dict[str, Any]:
+        core = self.driver.core
+        return {
+            "id": self.node_id,
+            "client_url": self.cluster.client_url,
+            "role": core.role.value,
+            "term": core.term,
+            "leader": core.lead,
+            "commit_index": core.committed,
+            "applied_index": self.applied_index,
+            "zxid": self._tree.zxid,
+            "digest": self.digest(),
+            "voters": sorted(core.conf.voters),
+            "learners": sorted(core.conf.learners),
+        }
+
+    async def cluster_status(self) -> dict[str, Any]:
+        """Every member as seen from here, with each reachable one's own status."""
+        me = self.status()
+        core = self.driver.core
+        members = sorted(core.conf.members | {self.node_id})
+        timeout_ms = min(1000, self.limits.request_timeout_ms)
+
+        async def member(mid: int) -> dict[str, Any]:
+            row: dict[str, Any] = {
+                "id": mid,
+                "peer_url": self.cluster.peers.get(mid, ""),
+                "voter": mid in core.conf.voters,
+            }
+            if mid == self.node_id:
+                row.update(me, reachable=True)
+                return row
+            try:
+                raw = await self.transport.call(mid, STATUS_PATH, b"", timeout_ms)
+                theirs = orjson.loads(raw)
+                row.update({k: theirs.get(k) for k in _MEMBER_FIELDS}, reachable=True)
+            except Exception:
+                row["reachable"] = False
+            return row
+
+        rows = await asyncio.gather(*(member(m) for m in members))
+        return {
+            "id": self.node_id,
+            "leader": core.lead,
+            "term": core.term,
+            "commit_index": core.committed,
+            "applied_index": self.applied_index,
+            "zxid": self._tree.zxid,
+            "members": rows,
+        }
+
+    # ---- snapshots ------------------------------------------------------------------------
 
     def _snapshot_due(self) -> bool:
         return (
@@ -347,70 +829,95 @@ class LocalNode:
             or self._log_bytes_since_snapshot >= self.limits.snapshot_log_bytes
         )
 
-    async def _background_snapshot(self) -> None:
+    def _start_snapshot(self) -> None:
+        index = self.applied_index
         try:
-            await self.take_snapshot()
-        except Exception as exc:
-            # As for a failed append: nothing after a storage failure is safe.
-            log.exception("snapshot failed; refusing writes from now on")
-            self._failed = exc
-            self._fail_pending(Unavailable("storage failed"))
+            conf = self.driver.core.conf_at(index)
+        except CompactedError:
+            return  # a snapshot from the leader is being installed: it supersedes this one
+        # Taken now, synchronously, so the chunks describe exactly this index;
+        # written in the background while the loop goes on.
+        chunks = list(self._tree.snapshot_chunks())
+        zxid = self._tree.zxid
+        self._snapshot_task = asyncio.get_running_loop().create_task(
+            self._write_snapshot(index, conf, zxid, chunks)
+        )
+
+    async def _write_snapshot(self, index: int, conf: Any, zxid: int, chunks: list[bytes]) -> None:
+        try:
+            snap = await self.storage.create_snapshot(index, conf, zxid, chunks, self._wall_ms())
+            if snap is not None:
+                self._snapshot_index = max(self._snapshot_index, index)
+                self._log_bytes_since_snapshot = 0
+                self.snapshots_taken += 1
+        except Exception:
+            # As for a failed save: nothing after a storage failure is safe.
+            log.exception("snapshot failed; this node takes no writes until restarted")
+            self.driver.failed = self.driver.failed or RuntimeError("snapshot failed")
+            self.driver.stop()
         finally:
             self._snapshot_task = None
 
     async def take_snapshot(self) -> None:
-        """Snapshot the tree at the applied index and drop the log behind it.
-
-        The chunks are taken synchronously so they describe exactly one
-        applied index; appends go on while they are written."""
-        index, zxid = self.applied_index, self.tree.zxid
-        chunks = list(self.tree.snapshot_chunks())
-        await self.log_store.install_snapshot(index, 0, zxid, self._wall_ms(), chunks)
-        await self.log_store.checkpoint()
-        self._snapshot_index = index
-        self._log_bytes_since_snapshot = 0
-        self.snapshots_taken += 1
+        """Snapshot now (tests and operators); waits until it is written."""
+        if self._snapshot_task is not None:
+            await asyncio.wait([self._snapshot_task])
+        self._start_snapshot()
+        if self._snapshot_task is not None:
+            await asyncio.wait([self._snapshot_task])
 
 
-async def _recover(log_store: SqliteLog, limits: NodeLimits) -> tuple[Tree, History, int, int]:
-    """Rebuild the tree: the newest snapshot, then every log entry after it.
-
-    Replaying refused txns refuses them again (apply is deterministic), so the
-    recovered tree and its zxid equal the tree before the crash. The replayed
-    events become the watch history, so watchers can resume across a restart
-    as far back as the snapshot."""
-    snap = await log_store.latest_snapshot()
-    if snap is None:
-        tree, applied = Tree(), 0
-    else:
-        tree = Tree.from_snapshot([c async for c in log_store.snapshot_chunks(snap.id)])
-        applied = snap.log_index
-        if tree.zxid != snap.zxid:
-            raise RuntimeError(f"snapshot {snap.id} says zxid {snap.zxid}, tree has {tree.zxid}")
-    snap_index = applied
-    history = History(limits.watch_history_events, limits.watch_history_bytes, tree.zxid)
-    async for entry in log_store.entries_after(applied):
-        if entry.kind == KIND_TXN:
-            with contextlib.suppress(CoordError):
-                result, events = tree.apply(decode_txn(entry.data))
-                history.append(result.zxid, events)
-        applied = entry.index
-    return tree, history, applied, snap_index
+_MEMBER_FIELDS = (
+    "client_url",
+    "role",
+    "term",
+    "leader",
+    "commit_index",
+    "applied_index",
+    "zxid",
+    "digest",
+)
 
 
-def _settle(
-    future: asyncio.Future[TxnResult],
-    result: TxnResult | None = None,
-    exc: BaseException | None = None,
-) -> None:
-    # The proposer may have gone away (client disconnected): nothing to tell.
-    if future.done():
-        return
-    if exc is not None:
-        future.set_exception(exc)
-    else:
-        assert result is not None
-        future.set_result(result)
+class _NoPeers:
+    """The transport of a cluster of one: there is nobody to talk to."""
+
+    def send(self, messages: Iterable[Message]) -> None:
+        for m in messages:
+            log.debug("no peer %d to send %s to", m.dst, type(m).__name__)
+
+    def reachable(self, peer_id: int) -> bool:
+        return False
+
+    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
+        from httpcoord.cluster.transport import PeerUnavailable
+
+        raise PeerUnavailable(f"node {peer_id} is not a peer of a cluster of one")
+
+
+def _not_committed() -> Unavailable:
+    return Unavailable(
+        "the write was not committed (leadership changed and another entry took its place);"
+        " retrying is safe"
+    )
+
+
+async def _tree_from(storage: NodeStorage, snapshot: Snapshot) -> Tree:
+    chunks = [c async for c in storage.snapshot_chunks(snapshot)]
+    tree = Tree.from_snapshot(chunks)
+    expected = decode_descriptor(snapshot.data).zxid
+    if tree.zxid != expected:
+        raise RuntimeError(
+            f"snapshot at index {snapshot.meta.index} says zxid {expected}, tree has {tree.zxid}"
+        )
+    return tree
+
+
+async def _tree_at_snapshot(storage: NodeStorage) -> Tree:
+    snapshot = storage.snapshot()
+    if snapshot.meta.index == 0:
+        return Tree()
+    return await _tree_from(storage, snapshot)
 
 
 def _lock_data_dir(data_dir: Path) -> int:

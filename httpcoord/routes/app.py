@@ -1,8 +1,8 @@
 """``create_app(config)``: the aiohttp application and its lifecycle.
 
 One cleanup context opens the node (data dir lock, SQLite, recovery), starts
-its commit loop, and on shutdown lets the batch in flight finish before the
-log is closed.
+the peer listener (when the node has peers) and the node's loop, and on
+shutdown lets the turn in flight finish before storage is closed.
 """
 
 from __future__ import annotations
@@ -11,13 +11,18 @@ import asyncio
 import contextlib
 import functools
 import gc
-from collections.abc import AsyncIterator
+import random
+import socket
+from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
 
-from httpcoord.cluster.node import LocalNode
+from httpcoord.cluster.driver import Transport
+from httpcoord.cluster.node import Node, SnapshotIO, TransportFactory
+from httpcoord.cluster.transport import PeerTransport, TransportLimits
 from httpcoord.config import Config
-from httpcoord.routes import meta, multi, nodes, sessions, watch
+from httpcoord.routes import cluster as cluster_routes
+from httpcoord.routes import meta, multi, nodes, peer_rpc, sessions, watch
 from httpcoord.routes.keys import CONFIG, HUB, NODE
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.watch.hub import WatchHub
@@ -29,12 +34,18 @@ _BODY_SLACK_BYTES = 64 * 1024
 _SWEEPS_PER_KEEPALIVE = 8
 
 
-def create_app(config: Config) -> web.Application:
+PEER_SOCKETS = web.AppKey("peer_sockets", tuple)
+
+
+def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> web.Application:
+    """``peer_sockets``: the peer listener already bound by the caller (so a
+    port in use is reported before anything starts); else it is bound here."""
     body_max = max(config.limits.data_bytes_max, config.limits.request_bytes_max)
     app = web.Application(
         middlewares=[problems_middleware], client_max_size=body_max + _BODY_SLACK_BYTES
     )
     app[CONFIG] = config
+    app[PEER_SOCKETS] = tuple(peer_sockets)
     app.cleanup_ctx.append(_node_lifecycle)
     app.on_shutdown.append(_end_watches)
     app.add_routes(nodes.routes)
@@ -42,6 +53,7 @@ def create_app(config: Config) -> web.Application:
     app.add_routes(sessions.routes)
     app.add_routes(watch.routes)
     app.add_routes(meta.routes)
+    app.add_routes(cluster_routes.routes)
     return app
 
 
@@ -53,7 +65,9 @@ async def _end_watches(app: web.Application) -> None:
 
 async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    node = await LocalNode.open(config.data_dir, config.node)
+    node = await Node.open(
+        config.data_dir, config.cluster, config.node, transport_factory=_peer_transport(config)
+    )
     # Everything recovery built (the whole tree) lives until shutdown: keep it
     # out of every future garbage collection pass.
     gc.freeze()
@@ -62,10 +76,12 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
         node.history, config.limits.watchers_per_client_max, config.limits.watch_queue_events_max
     )
     node.listeners.append(hub.publish)
+    node.reset_listeners.append(hub.cut_off_all)
     app[sessions.KEEPALIVES] = {}
     node.session_closed_listeners.append(functools.partial(sessions.end_keepalives, app))
     app[HUB] = hub
     app[meta.REGISTRY] = meta.metrics_registry(node, hub)
+    peer_runner = await _start_peer_listener(config, node, app[PEER_SOCKETS])
     node.start()
     sweeper = asyncio.create_task(_sweep_watches(hub, config.limits.sse_keepalive_ms / 1000))
     yield
@@ -73,6 +89,53 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
     await node.close()
+    if peer_runner is not None:
+        await peer_runner.cleanup()
+
+
+def _peer_transport(config: Config) -> TransportFactory | None:
+    if config.peer_listen is None:
+        return None  # a cluster of one: nobody to talk to
+    cluster = config.cluster
+
+    def make(node: Node) -> Transport:
+        others = {i: a for i, a in cluster.peers.items() if i != cluster.node_id}
+        return PeerTransport(
+            cluster.node_id,
+            cluster.cluster_id,
+            others,
+            node.driver.deliver,
+            SnapshotIO(node.storage),
+            TransportLimits(),
+            random.Random(),
+        )
+
+    return make
+
+
+async def _start_peer_listener(
+    config: Config, node: Node, sockets: tuple[socket.socket, ...]
+) -> web.AppRunner | None:
+    """The peer listener: the transport's routes (Raft messages, snapshot
+    streams) and the node's own RPCs (forwarded writes, session pings,
+    status), all behind the transport's cluster-id check."""
+    if config.peer_listen is None:
+        return None
+    peer_app = web.Application(client_max_size=config.limits.request_bytes_max + _BODY_SLACK_BYTES)
+    transport = node.transport
+    assert isinstance(transport, PeerTransport)
+    transport.install(peer_app)
+    peer_app.add_routes(peer_rpc.routes(node))
+    runner = web.AppRunner(peer_app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    if sockets:
+        for sock in sockets:
+            await web.SockSite(runner, sock).start()
+    else:
+        host, port = config.peer_listen
+        await web.TCPSite(runner, host, port).start()
+    await transport.start()
+    return runner
 
 
 async def _sweep_watches(hub: WatchHub, keepalive_s: float) -> None:

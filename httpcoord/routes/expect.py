@@ -32,7 +32,7 @@ def expect_body_within(body_max: Callable[[Limits], int]) -> ExpectHandler:
                 f"body of {declared} bytes exceeds the limit of {limit}", limit=limit
             )
             response = problem_response(exc)
-            response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
+            response.headers[ZXID_HEADER] = str(request.app[NODE].zxid)
             response.force_close()  # the declared body is never read
             return response
         # What aiohttp does by default (its helper is private): go ahead.

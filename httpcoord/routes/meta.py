@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from httpcoord.cluster.node import LocalNode
+from httpcoord.cluster.node import Node
 from httpcoord.routes.keys import NODE
 from httpcoord.watch.hub import WatchHub
 
@@ -26,9 +26,16 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/ready")
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: the node can take writes (its log and commit loop work)."""
-    ok = request.app[NODE].healthy
-    body = {"status": "ready" if ok else "unavailable", "zxid": request.app[NODE].tree.zxid}
+    """Readiness: the node's loop and storage work, it knows a live leader (it
+    is on the majority side), and it has applied what it knows is committed."""
+    node = request.app[NODE]
+    ok = node.ready
+    body = {
+        "status": "ready" if ok else "unavailable",
+        "zxid": node.zxid,
+        "leader": node.leader_id,
+        "healthy": node.healthy,
+    }
     return web.json_response(body, status=200 if ok else 503)
 
 
@@ -47,37 +54,52 @@ async def openapi(request: web.Request) -> web.Response:
 class NodeCollector(Collector):
     """Reads the node's counters at scrape time: no cost on the request path."""
 
-    def __init__(self, node: LocalNode, hub: WatchHub) -> None:
+    def __init__(self, node: Node, hub: WatchHub) -> None:
         self._node = node
         self._hub = hub
 
     def collect(self):  # type: ignore[no-untyped-def]
         node = self._node
-        yield GaugeMetricFamily("httpcoord_zxid", "last zxid applied to the tree", node.tree.zxid)
+        yield GaugeMetricFamily("httpcoord_zxid", "last zxid applied to the tree", node.zxid)
         yield GaugeMetricFamily(
             "httpcoord_applied_index", "last log index applied", node.applied_index
         )
-        yield GaugeMetricFamily("httpcoord_znodes", "znodes in the tree", len(node.tree))
+        yield GaugeMetricFamily("httpcoord_znodes", "znodes in the tree", node.znode_count)
         yield GaugeMetricFamily(
-            "httpcoord_pending_proposals", "writes queued, not yet durable", node.pending_count
+            "httpcoord_pending_proposals",
+            "writes waiting for the leader's next loop turn",
+            node.driver.pending_count,
+        )
+        core = node.driver.core
+        yield GaugeMetricFamily("httpcoord_term", "current consensus term", core.term)
+        yield GaugeMetricFamily(
+            "httpcoord_commit_index", "last log index known committed", core.committed
+        )
+        yield GaugeMetricFamily(
+            "httpcoord_is_leader", "1 on the leader", int(node.driver.is_leader)
         )
         yield CounterMetricFamily(
             "httpcoord_log_fsyncs",
-            "log transactions committed (one fsync each)",
-            node.log_store.fsyncs,
+            "storage transactions committed (one fsync each)",
+            node.storage.fsyncs,
         )
         yield CounterMetricFamily(
-            "httpcoord_log_entries", "entries appended to the log", node.log_store.entries_appended
+            "httpcoord_log_entries", "entries saved to the log", node.storage.entries_saved
+        )
+        yield CounterMetricFamily(
+            "httpcoord_peer_messages_dropped",
+            "peer messages dropped because the loop's inbox was full",
+            node.driver.dropped_msgs,
         )
         yield CounterMetricFamily("httpcoord_snapshots", "snapshots taken", node.snapshots_taken)
-        yield GaugeMetricFamily("httpcoord_sessions", "open sessions", len(node.tree.sessions))
+        yield GaugeMetricFamily("httpcoord_sessions", "open sessions", node.session_count)
         yield GaugeMetricFamily("httpcoord_watchers", "open watches", self._hub.count)
         yield GaugeMetricFamily(
             "httpcoord_watch_history_events", "events kept for resuming watchers", len(node.history)
         )
 
 
-def metrics_registry(node: LocalNode, hub: WatchHub) -> CollectorRegistry:
+def metrics_registry(node: Node, hub: WatchHub) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(node, hub))
     return registry

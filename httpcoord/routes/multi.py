@@ -48,7 +48,7 @@ async def multi(request: web.Request) -> web.Response:
     node = request.app[NODE]
     if not ops:
         # Nothing to do: answer at once, take no zxid.
-        return json_response({"zxid": node.tree.zxid, "results": []}, zxid=node.tree.zxid)
+        return json_response({"zxid": node.zxid, "results": []}, zxid=node.zxid)
     txn = await node.propose(ops, multi=True)
     results = []
     for r in txn.results:

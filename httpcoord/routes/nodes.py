@@ -17,6 +17,7 @@ from httpcoord.routes.params import (
     version,
     znode_path,
 )
+from httpcoord.routes.reads import CONSISTENCY, read_barrier
 from httpcoord.routes.render import encode_data, json_response, stat_headers
 from httpcoord.routes.sessions import session_of
 from httpcoord.tree.tree import TTL_MS_MAX, check_node_kind
@@ -27,8 +28,8 @@ routes = web.RouteTableDef()
 # [\s\S] rather than ".": a %0A in a path must reach the validator (400), not miss the route.
 NODE_URL = r"/v1/nodes{path:(/[\s\S]*)?}"
 
-_GET_PARAMS = frozenset({"children", "raw"})
-_HEAD_PARAMS = frozenset[str]()
+_GET_PARAMS = frozenset({"children", "raw", CONSISTENCY})
+_HEAD_PARAMS = frozenset({CONSISTENCY})
 _CREATE_PARAMS = frozenset({"sequential", "parents", "ephemeral", "container", "ttl_ms"})
 _SET_PARAMS = frozenset({"version"})
 _DELETE_PARAMS = frozenset({"version", "recursive"})
@@ -40,7 +41,8 @@ async def get_node(request: web.Request) -> web.Response:
     limits = request.app[CONFIG].limits
     q = query(request, _GET_PARAMS)
     path = znode_path(request, max_length=limits.path_length_max)
-    node = request.app[NODE].tree.get(path)
+    await read_barrier(request, q)
+    node = request.app[NODE].get(path)
     stat = node.stat()
     if flag(q, "raw"):
         return web.Response(
@@ -56,9 +58,10 @@ async def get_node(request: web.Request) -> web.Response:
 
 @routes.head(NODE_URL)
 async def head_node(request: web.Request) -> web.Response:
-    query(request, _HEAD_PARAMS)
+    q = query(request, _HEAD_PARAMS)
     path = znode_path(request, max_length=request.app[CONFIG].limits.path_length_max)
-    stat = request.app[NODE].tree.get(path).stat()
+    await read_barrier(request, q)
+    stat = request.app[NODE].get(path).stat()
     return web.Response(headers=stat_headers(stat))
 
 

@@ -16,7 +16,7 @@ from httpcoord.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from httpcoord.routes.keys import NODE, ZXID_HEADER
+from httpcoord.routes.keys import LEADER_HEADER, NODE, NODE_HEADER, ZXID_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +37,16 @@ def problem_response(exc: CoordError) -> web.Response:
     except orjson.JSONEncodeError:
         # A member echoes raw request bytes that are not UTF-8 (a header, say).
         body = orjson.dumps(_printable(problem))
-    return web.Response(
+    response = web.Response(
         status=exc.http_status,
         body=body,
         content_type=PROBLEM_JSON,
         # JSON is UTF-8, but clients guess for types other than application/json.
         charset="utf-8",
     )
+    if exc.retry_after_s is not None:
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+    return response
 
 
 def _printable(value: object) -> object:
@@ -72,6 +75,15 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
     except Exception:
         log.exception("unhandled error in %s %s", request.method, request.path)
         response = problem_response(CoordError())
-    if not response.prepared and ZXID_HEADER not in response.headers:
-        response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
+    if not response.prepared:
+        node = request.app[NODE]
+        headers = response.headers
+        if ZXID_HEADER not in headers:
+            headers[ZXID_HEADER] = str(node.zxid)
+        # Which node answered and which one leads: a client (or an operator
+        # with curl) sees where it is without another request.
+        headers[NODE_HEADER] = str(node.node_id)
+        leader = node.leader_id
+        if leader:
+            headers[LEADER_HEADER] = str(leader)
     return response

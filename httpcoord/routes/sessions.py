@@ -17,6 +17,7 @@ from httpcoord.routes.expect import expect_body_within
 from httpcoord.routes.keys import CONFIG, NODE
 from httpcoord.routes.models import SessionRequest
 from httpcoord.routes.params import query, read_body
+from httpcoord.routes.reads import CONSISTENCY, read_barrier
 from httpcoord.routes.render import json_response
 from httpcoord.tree.txn import CloseSessionOp, OpenSessionOp
 
@@ -25,6 +26,7 @@ routes = web.RouteTableDef()
 SESSION_HEADER = "X-Coord-Session"
 _SESSION_BODY_BYTES_MAX = 4096
 _NO_PARAMS = frozenset[str]()
+_READ_PARAMS = frozenset({CONSISTENCY})
 _KEEPALIVE_MESSAGE_BYTES_MAX = 1024
 WS_SESSION_EXPIRED = 4404  # a private-use WebSocket close code: the session is gone
 # session id -> its keepalive sockets -> the handler task serving each
@@ -72,21 +74,20 @@ async def open_session(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sessions")
 async def list_sessions(request: web.Request) -> web.Response:
-    query(request, _NO_PARAMS)
-    sessions = request.app[NODE].tree.sessions
+    await read_barrier(request, query(request, _READ_PARAMS))
     items = [
         {"id": s.id, "ttl_ms": s.ttl_ms, "ephemeral_count": len(s.ephemerals)}
-        for s in sorted(sessions.values(), key=lambda s: s.id)
+        for s in sorted(request.app[NODE].all_sessions(), key=lambda s: s.id)
     ]
     return json_response({"sessions": items})
 
 
 @routes.get("/v1/sessions/{id}")
 async def get_session(request: web.Request) -> web.Response:
-    query(request, _NO_PARAMS)
+    await read_barrier(request, query(request, _READ_PARAMS))
     node = request.app[NODE]
     session_id = request.match_info["id"]
-    session = node.tree.sessions.get(session_id)
+    session = node.session(session_id)
     if session is None:
         raise SessionExpired(session=session_id)
     return json_response(
@@ -180,7 +181,7 @@ def end_keepalives(app: web.Application, session_id: str) -> None:
 async def close_session(request: web.Request) -> web.Response:
     query(request, _NO_PARAMS)
     session_id = request.match_info["id"]
-    if session_id not in request.app[NODE].tree.sessions:
+    if request.app[NODE].session(session_id) is None:
         # Refused here so an unknown id costs no log entry; the txn checks again.
         raise SessionExpired(session=session_id)
     txn = await request.app[NODE].propose((CloseSessionOp(session_id),))

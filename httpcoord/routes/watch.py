@@ -92,6 +92,11 @@ async def watch(request: web.Request) -> web.StreamResponse:
     since = _since(request)
     sse = "text/event-stream" in request.headers.get("Accept", "")
     timeout = _timeout(request)  # checked for SSE too, where it is not used
+    node = request.app[NODE]
+    if since is not None and since > node.zxid:
+        # Resumed here with an id another node gave: replay only once this
+        # node has applied it, so nothing is missed and nothing repeated.
+        await node.wait_for_zxid(since)
     hub = request.app[HUB]
     sub = hub.subscribe(path, recursive, since, request.remote or "unknown")
     try:
@@ -113,10 +118,10 @@ async def _long_poll(
     events = [event_json(e, with_data) for d in deliveries for e in d.events]
     # Everything up to "zxid" that matches was delivered: the next since. An
     # overflowed watcher got less than all, so it resumes from what it got.
-    zxid = sub.last_zxid if sub.overflowed else request.app[NODE].tree.zxid
+    zxid = sub.last_zxid if sub.overflowed else request.app[NODE].zxid
     body = {"events": events, "zxid": zxid, "truncated": sub.overflowed}
     response = web.Response(body=orjson.dumps(body), content_type="application/json")
-    response.headers[ZXID_HEADER] = str(request.app[NODE].tree.zxid)
+    response.headers[ZXID_HEADER] = str(request.app[NODE].zxid)
     return response
 
 
@@ -126,7 +131,7 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # proxies: do not buffer the stream
-            ZXID_HEADER: str(request.app[NODE].tree.zxid),
+            ZXID_HEADER: str(request.app[NODE].zxid),
         }
     )
     await response.prepare(request)

@@ -100,6 +100,18 @@ class History:
             del self._groups[: self._first]
             self._first = 0
 
+    def reset(self, zxid: int) -> None:
+        """The tree jumped to ``zxid`` (a snapshot from the leader replaced
+        it): the events before are unknown here, so a since below it is
+        ``Compacted``."""
+        assert zxid >= self.last_zxid, (zxid, self.last_zxid)
+        self._groups = []
+        self._first = 0
+        self._events = 0
+        self._bytes = 0
+        self.compacted_zxid = zxid
+        self.last_zxid = zxid
+
     def check_since(self, since: int) -> None:
         if since > self.last_zxid:
             raise BadArguments(

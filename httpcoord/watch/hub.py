@@ -171,6 +171,16 @@ class WatchHub:
                     sub.closed = True
                     sub.wake()
 
+    def cut_off_all(self, zxid: int) -> None:
+        """The node's tree jumped to ``zxid`` (a snapshot from the leader):
+        no watcher can be given the events it skipped, so each is cut off as
+        a slow consumer would be, and resumes (or learns it must re-read)."""
+        for index in (self._exact, self._recursive):
+            for subs in index.values():
+                for sub in subs:
+                    sub.overflowed = True
+                    sub.wake()
+
     def sweep(self, now_s: float, keepalive_s: float) -> None:
         """Run every fraction of the keepalive period, for SSE streams: wake
         those idle for a whole period to send a keepalive line (streams opened

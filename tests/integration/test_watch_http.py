@@ -154,7 +154,6 @@ async def test_bad_watch_requests(http: aiohttp.ClientSession) -> None:
         ("/v1/watch/x?since=%2B1", 400, "BadArguments"),
         ("/v1/watch/x?since=1_0", 400, "BadArguments"),
         ("/v1/watch/x?since=%201", 400, "BadArguments"),
-        ("/v1/watch/x?since=999999999", 400, "BadArguments"),
         ("/v1/watch/x?timeout=-1", 400, "BadArguments"),
         ("/v1/watch/x?timeout=1e9", 400, "BadArguments"),
         ("/v1/watch/x?bogus=1", 400, "BadArguments"),

@@ -1,0 +1,308 @@
+"""The one loop around the consensus core.
+
+Every turn of ``Driver.run`` does, in this order:
+
+1. step the messages peers delivered since the last turn;
+2. tick the core once per elapsed ``tick_ms`` of the injected monotonic clock;
+3. hand the core everything proposed since the last turn in one
+   ``propose_batch``, and every linearizable read asked for since the last
+   turn as ONE ``read_index`` (reads arriving together share one heartbeat
+   round);
+4. if the core has a ``Ready``:
+   a. save its hard state, snapshot and entries: one transaction, one fsync
+      (group commit: everything the turn gathered);
+   b. only then send its messages (a vote, an append acknowledgement or an
+      append of the leader's own entries promises what is on disk);
+   c. then restore its snapshot and apply its committed entries to the state
+      machine, and release its reads;
+   d. then ``advance``.
+
+That ordering is the persistence contract of ``raft.storage``; it is kept here
+and nowhere else. A failed save stops the loop for good: after an fsync error
+nothing on the disk can be trusted, so the node refuses writes until restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from httpcoord.cluster.node_storage import NodeStorage
+from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Ready, Role, SoftState
+from httpcoord.cluster.raft.messages import NONE, Entry, Message, Snapshot
+from httpcoord.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+_READ_CTXS_KEPT_MAX = 64  # read rounds awaiting a ReadState before pruning
+
+
+class Transport(Protocol):
+    """What the driver and the node need from the peer transport."""
+
+    def send(self, messages: Iterable[Message]) -> None: ...
+
+    def reachable(self, peer_id: int) -> bool: ...
+
+    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes: ...
+
+
+class StateMachine(Protocol):
+    """What the driver applies committed entries to (the node's tree)."""
+
+    async def restore(self, snapshot: Snapshot) -> None: ...
+
+    def apply(self, entries: list[Entry]) -> None: ...
+
+    def role_changed(self, soft_state: SoftState) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DriverLimits:
+    tick_ms: int = 50  # one core tick; elections time out after 10-20 ticks
+    inbox_msgs_max: int = 100_000  # peer messages waiting for a turn; beyond: dropped
+    proposals_max: int = 20_000  # proposals waiting for a turn; beyond: refused
+    proposal_batch_max: int = 4096  # proposals handed to the core in one turn
+    ticks_per_turn_max: int = 40  # a stalled loop catches up at most this many ticks
+
+
+class Driver:
+    def __init__(
+        self,
+        core: Raft,
+        storage: NodeStorage,
+        transport: Transport,
+        fsm: StateMachine,
+        monotonic_ms: Callable[[], int],
+        rng: random.Random,
+        limits: DriverLimits,
+    ) -> None:
+        self.core = core
+        self.storage = storage
+        self.transport = transport
+        self.fsm = fsm
+        self.limits = limits
+        self._monotonic_ms = monotonic_ms
+        self._inbox: deque[Message] = deque()
+        self._proposals: deque[tuple[bytes, asyncio.Future[tuple[int, int]]]] = deque()
+        self._reads: list[asyncio.Future[int]] = []
+        self._read_waiting: dict[int, list[asyncio.Future[int]]] = {}
+        # Read contexts are unique across restarts: a ReadIndexResponse that
+        # answers an earlier incarnation of this node can never release a
+        # read of this one (31 random bits, then a counter).
+        self._read_ctx = rng.getrandbits(31) << 32
+        self._wakeup = asyncio.Event()
+        self._last_tick_ms = monotonic_ms()
+        self._timer: asyncio.TimerHandle | None = None
+        self._stopping = False
+        self.failed: BaseException | None = None
+        self.soft_state = SoftState(NONE, Role.FOLLOWER)
+        self.dropped_msgs = 0
+        self.turns = 0
+
+    # ---- inputs (any time, from any task) -----------------------------------------
+
+    def deliver(self, message: Message) -> None:
+        if len(self._inbox) >= self.limits.inbox_msgs_max:
+            self.dropped_msgs += 1  # Raft recovers from loss; never from a stalled loop
+            return
+        self._inbox.append(message)
+        self._wakeup.set()
+
+    def propose(self, data: bytes) -> asyncio.Future[tuple[int, int]]:
+        """Append ``data`` at the next turn; the future gets its (index, term),
+        or NotLeader / ProposalDropped / Unavailable."""
+        self._check_running()
+        if len(self._proposals) >= self.limits.proposals_max:
+            raise ProposalDropped("too many proposals waiting for the log")
+        future: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+        self._proposals.append((data, future))
+        self._wakeup.set()
+        return future
+
+    def read_index(self) -> asyncio.Future[int]:
+        """A linearizable read: the future gets the log index the read must
+        wait for (applied >= it), once the leader confirmed its leadership."""
+        self._check_running()
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads.append(future)
+        self._wakeup.set()
+        return future
+
+    def _check_running(self) -> None:
+        if self.failed is not None:
+            raise Unavailable("storage failed; this node takes no writes until restarted")
+        if self._stopping:
+            raise Unavailable("node is shutting down")
+
+    # ---- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._schedule_tick(loop)
+        try:
+            while not self._stopping:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                await self.turn()
+        except Exception as exc:
+            log.exception("the node loop failed; this node takes no writes until restarted")
+            self.failed = exc
+            self._fail_waiting(Unavailable("storage failed"))
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wakeup.set()
+        self._fail_waiting(Unavailable("node is shutting down"))
+
+    def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        def fire() -> None:
+            self._wakeup.set()
+            self._schedule_tick(loop)
+
+        self._timer = loop.call_later(self.limits.tick_ms / 1000, fire)
+
+    async def turn(self) -> None:
+        """One turn of the loop (tests with a manual clock call it directly)."""
+        self.turns += 1
+        core = self.core
+        inbox = self._inbox
+        while inbox:
+            core.step(inbox.popleft())
+        self._tick()
+        self._propose()
+        self._ask_reads()
+        while core.has_ready():
+            rd = core.ready()
+            await self._handle(rd)
+            core.advance(rd)
+            if rd.soft_state != self.soft_state:
+                self.soft_state = rd.soft_state
+                self.fsm.role_changed(rd.soft_state)
+            if not rd.entries and not rd.committed_entries and rd.snapshot is None:
+                break  # only messages or state: the rest waits for the next turn
+
+    def _tick(self) -> None:
+        now = self._monotonic_ms()
+        tick_ms = self.limits.tick_ms
+        due = (now - self._last_tick_ms) // tick_ms
+        if due <= 0:
+            return
+        self._last_tick_ms += due * tick_ms
+        for _ in range(min(due, self.limits.ticks_per_turn_max)):
+            self.core.tick()
+
+    def _propose(self) -> None:
+        proposals = self._proposals
+        if not proposals:
+            return
+        core = self.core
+        batch = [
+            proposals.popleft() for _ in range(min(len(proposals), self.limits.proposal_batch_max))
+        ]
+        if len(proposals):
+            self._wakeup.set()  # the rest next turn
+        try:
+            last = core.propose_batch([data for data, _ in batch])
+        except (NotLeader, ProposalDropped) as exc:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        term = core.term
+        first = last - len(batch) + 1
+        for i, (_, future) in enumerate(batch):
+            if not future.done():
+                future.set_result((first + i, term))
+
+    def _ask_reads(self) -> None:
+        if not self._reads:
+            return
+        reads, self._reads = self._reads, []
+        if len(self._read_waiting) > _READ_CTXS_KEPT_MAX:
+            # Reads the leader dropped (their callers timed out) never get a
+            # ReadState: forget the ones nobody waits for any more.
+            for old in [c for c, fs in self._read_waiting.items() if all(f.done() for f in fs)]:
+                del self._read_waiting[old]
+        self._read_ctx += 1
+        ctx = self._read_ctx
+        try:
+            self.core.read_index(ctx)
+        except (NotLeader, ProposalDropped):
+            for future in reads:
+                if not future.done():
+                    future.set_exception(
+                        Unavailable("no leader is known: cannot read linearizably")
+                    )
+            return
+        self._read_waiting[ctx] = reads
+
+    async def _handle(self, rd: Ready) -> None:
+        # (a) durable first: one transaction, one fsync.
+        if rd.hard_state is not None or rd.snapshot is not None or rd.entries:
+            await self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        # (b) then tell the peers.
+        if rd.messages:
+            self.transport.send(rd.messages)
+        # (c) then apply, in log order, and release the reads.
+        if rd.snapshot is not None:
+            await self.fsm.restore(rd.snapshot)
+        if rd.committed_entries:
+            self.fsm.apply(rd.committed_entries)
+        for rs in rd.read_states:
+            futures = self._read_waiting.pop(rs.ctx, None)
+            if futures is None:
+                continue  # not ours (an earlier incarnation's, or already failed)
+            for future in futures:
+                if not future.done():
+                    future.set_result(rs.index)
+        if self._read_waiting and rd.soft_state.leader == NONE:
+            # Leadership lost: the core drops pending reads, never answers them.
+            self._fail_reads(Unavailable("leadership changed during a linearizable read"))
+
+    def _fail_reads(self, exc: Exception) -> None:
+        waiting, self._read_waiting = self._read_waiting, {}
+        for futures in waiting.values():
+            for future in futures:
+                if not future.done():
+                    future.set_exception(exc)
+
+    def _fail_waiting(self, exc: Exception) -> None:
+        while self._proposals:
+            _, proposed = self._proposals.popleft()
+            if not proposed.done():
+                proposed.set_exception(exc)
+        for read in self._reads:
+            if not read.done():
+                read.set_exception(exc)
+        self._reads = []
+        self._fail_reads(exc)
+
+    # ---- queries ------------------------------------------------------------------------
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._proposals)
+
+    @property
+    def is_leader(self) -> bool:
+        return self.core.role is Role.LEADER
+
+    @property
+    def leader(self) -> int:
+        return self.core.lead
+
+    def has_live_leader(self) -> bool:
+        """This node is the leader, or heard from one within an election timeout."""
+        core = self.core
+        if core.role is Role.LEADER:
+            return True
+        return core.lead != NONE and core.election_elapsed < core.cfg.election_timeout_ticks
