@@ -55,21 +55,37 @@ fi
 
 # 2. The daemon. Started detached (setsid) so that it outlives this script;
 # the test suite never stops it, a later run finds it and goes on.
+# A dockerd or its containerd killed without a clean stop leaves a pid file
+# behind, and the next dockerd believes the pid named there still runs, even
+# as an unreaped zombie: it refuses to start, or waits on a dead containerd.
+PIDFILES=(/var/run/docker.pid /var/run/docker/containerd/containerd.pid)
+is_stale() {
+    [ -f "$1" ] || return 1
+    local pid state
+    pid="$(cat "$1")"
+    [ -r "/proc/$pid/stat" ] || return 0
+    state="$(sed 's/.*) //' "/proc/$pid/stat" | cut -d' ' -f1)"
+    [ "$state" = Z ]
+}
 step "dockerd"
 if timeout 10 docker info >/dev/null 2>&1; then
     done_step "already running"
 else
+    for pidfile in "${PIDFILES[@]}"; do
+        if is_stale "$pidfile"; then "${SUDO[@]}" rm -f "$pidfile"; fi
+    done
     "${SUDO[@]}" setsid dockerd >>"$DOCKERD_LOG" 2>&1 </dev/null &
+    dockerd_pid=$!
     deadline=$(($(date +%s) + DOCKERD_START_TIMEOUT_S))
     until timeout 10 docker info >/dev/null 2>&1; do
-        if [ "$(date +%s)" -ge "$deadline" ]; then
-            echo "dockerd did not answer within ${DOCKERD_START_TIMEOUT_S}s; its log:" >&2
+        if ! kill -0 "$dockerd_pid" 2>/dev/null || [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "dockerd did not come up within ${DOCKERD_START_TIMEOUT_S}s; its log:" >&2
             tail -n 30 "$DOCKERD_LOG" >&2 || true
             exit 1
         fi
         sleep 1
     done
-    done_step "started (pid $!, log $DOCKERD_LOG)"
+    done_step "started (pid $dockerd_pid, log $DOCKERD_LOG)"
 fi
 
 # 3. The base image: there is no registry to pull python:3.11-slim from.
