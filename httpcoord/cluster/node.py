@@ -229,6 +229,7 @@ class Node:
         # tree: watchers cannot be given the events in between.
         self.reset_listeners: list[Callable[[int], None]] = []
         self.snapshots_taken = 0
+        self.snapshots_installed = 0  # received from the leader
         self._digest: tuple[int, str] = (-1, "")
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -517,6 +518,7 @@ class Node:
         self._snapshot_index = snapshot.meta.index
         self._log_bytes_since_snapshot = 0
         self._recent.clear()
+        self.snapshots_installed += 1
         self.history.reset(tree.zxid)
         # Writes waiting at indexes the snapshot covers may or may not be in it.
         for index in [i for i in self._index_waiters if i <= snapshot.meta.index]:

@@ -92,6 +92,11 @@ class NodeCollector(Collector):
             node.driver.dropped_msgs,
         )
         yield CounterMetricFamily("httpcoord_snapshots", "snapshots taken", node.snapshots_taken)
+        yield CounterMetricFamily(
+            "httpcoord_snapshots_installed",
+            "snapshots received from the leader (this node was too far behind)",
+            node.snapshots_installed,
+        )
         yield GaugeMetricFamily("httpcoord_sessions", "open sessions", node.session_count)
         yield GaugeMetricFamily("httpcoord_watchers", "open watches", self._hub.count)
         yield GaugeMetricFamily(

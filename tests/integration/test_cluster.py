@@ -262,3 +262,71 @@ def test_an_sse_stream_resumed_on_another_node_is_gapless(cluster3: Cluster) -> 
     )
     created = [p for p in first + rest if p.startswith("/s")]
     assert created == [f"/s{i}" for i in range(15)], (first, rest)
+
+
+def _metric(url: str, name: str) -> float:
+    status, _, body = http("GET", url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith((name + " ", name + "_total ")):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name} in /metrics")
+
+
+async def _write_many(urls: list[str], prefix: str, count: int, writers: int = 32) -> None:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as s:
+
+        async def one(w: int) -> None:
+            for i in range(w, count, writers):
+                async with s.put(
+                    f"{urls[i % len(urls)]}/v1/nodes/{prefix}/{i % 500}", data=b"%d" % i
+                ) as r:
+                    assert r.status in (200, 201), await r.text()
+
+        await asyncio.gather(*(one(w) for w in range(writers)))
+
+
+def _catch_up_through_a_snapshot(tmp_path: Path, writes: int, snapshot_entries: int) -> None:
+    with start_cluster(tmp_path, 3, "--snapshot-entries", str(snapshot_entries)) as cluster:
+        assert http("POST", cluster[1].url + "/v1/nodes/bulk", b"")[0] == 201
+        leader = cluster.leader()
+        behind = next(m.node_id for m in cluster if m.node_id != leader)
+        cluster.kill(behind)
+        urls = [m.url for m in cluster if m.alive]
+        asyncio.run(_write_many(urls, "bulk", writes))
+        assert _metric(cluster[leader].url, "httpcoord_snapshots") >= 1
+        cluster.start(behind)
+        cluster.wait_ready([behind], timeout=60)
+        _converged(cluster, timeout=60)
+        assert _metric(cluster[behind].url, "httpcoord_snapshots_installed") >= 1
+        children = get_json(cluster[behind].url + "/v1/nodes/bulk?children=true")["children"]
+        assert len(children) == min(writes, 500)
+
+
+def test_a_node_that_missed_thousands_of_writes_catches_up_through_a_snapshot(
+    tmp_path: Path,
+) -> None:
+    _catch_up_through_a_snapshot(tmp_path, 3000, 500)
+
+
+@pytest.mark.chaos
+def test_a_node_that_missed_100000_writes_catches_up_through_a_snapshot(tmp_path: Path) -> None:
+    _catch_up_through_a_snapshot(tmp_path, 100_000, 20_000)
+
+
+def test_five_nodes_survive_two_failures(tmp_path: Path) -> None:
+    with start_cluster(tmp_path, 5) as cluster:
+        first = cluster.leader()
+        assert http("POST", cluster[first].url + "/v1/nodes/five", b"1")[0] == 201
+        down = [first, next(m.node_id for m in cluster if m.node_id != first)]
+        for i in down:
+            cluster.kill(i)
+        survivors = [m.node_id for m in cluster if m.alive]
+        new = cluster.leader(survivors, not_=first)
+        assert new in survivors
+        for i in survivors:
+            status, _, body = http("PUT", cluster[i].url + "/v1/nodes/five", str(i).encode())
+            assert status == 200, body
+        for i in down:
+            cluster.start(i)
+        cluster.wait_ready()
+        _converged(cluster)
