@@ -122,8 +122,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 else
     rm -rf "$WHEELHOUSE"
     mkdir -p "$WHEELHOUSE"
+    pip_log="$(mktemp)"
     timeout "$WHEEL_TIMEOUT_S" "$WHEEL_PYTHON" -m pip wheel -q --disable-pip-version-check \
-        -w "$WHEELHOUSE" . 'setuptools>=68' wheel
+        -w "$WHEELHOUSE" . 'setuptools>=68' wheel >"$pip_log" 2>&1 || {
+        echo "pip wheel failed; its output:" >&2
+        tail -n 30 "$pip_log" >&2
+        exit 1
+    }
+    rm -f "$pip_log"
     # The package itself is installed from the source in the build context,
     # never from a wheel that may be older than it.
     rm -f "$WHEELHOUSE"/httpcoord-*.whl
