@@ -437,10 +437,10 @@ def _same_snapshot(a: InstallSnapshot, b: InstallSnapshot) -> bool:
 
 
 def _parse_id(text: str | None) -> int | None:
+    """A positive id in canonical decimal (no sign, space or leading zero)."""
     if text is None or not (text.isascii() and text.isdigit()) or len(text) > _ID_DIGITS_MAX:
         return None
-    value = int(text)
-    return value if value > 0 else None
+    return int(text) if text[0] != "0" else None
 
 
 def _problem(status: int, code: str, detail: str) -> web.Response:

@@ -149,7 +149,7 @@ def add_test_routes(app: web.Application, member: Member) -> None:
         member.rpc_calls.append(peer_sender(request))
         body = await request.read()
         return web.Response(
-            body=orjson.dumps({"from": peer_sender(request), "body": body.decode()})
+            body=orjson.dumps({"from": peer_sender(request), "body": body.decode(errors="replace")})
         )
 
     async def fail(request: web.Request) -> web.Response:
@@ -549,6 +549,8 @@ BAD_IDENTITIES: dict[str, tuple[dict[str, str], int, str]] = {
     "no headers": ({}, 400, "PeerProtocolVersion"),
     "sender not a number": ({**identity(1, 2), FROM_HEADER: "1; drop"}, 403, "NotAMember"),
     "sender is itself": (identity(2, 2), 403, "NotAMember"),
+    "sender not in canonical form": ({**identity(1, 2), FROM_HEADER: "01"}, 403, "NotAMember"),
+    "receiver not in canonical form": ({**identity(1, 2), TO_HEADER: "+2"}, 421, "WrongReceiver"),
 }
 
 
