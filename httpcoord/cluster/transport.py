@@ -601,8 +601,8 @@ class PeerTransport:
                     if peer.sender is not None:
                         peer.sender.cancel()
                     if peer.snapshot_task is not None:
-                        peer.snapshot_task.cancel()
-                        peer.snapshot_task = None
+                        peer.snapshot_task.cancel()  # to the old address: the core re-sends
+                        peer.snapshot_task = peer.snapshot_msg = None
                     self._start_peer(peer)
 
     def _drop_peer(self, peer: _Peer) -> None:
@@ -970,7 +970,9 @@ class PeerTransport:
         """The socket a peer dialed: its messages to us, in order."""
         sender = peer_sender(request)
         peer = self._peers.get(sender)
-        if peer is None or self._closed:
+        if self._closed:
+            return _problem(503, "ShuttingDown", "the peer transport is closing")
+        if peer is None:  # removed between the middleware and here
             return _problem(403, "NotAMember", f"node {sender} is not a member")
         ws = web.WebSocketResponse(
             max_msg_size=self.limits.frame_bytes_max,
