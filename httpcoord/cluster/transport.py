@@ -19,11 +19,13 @@ delivering any of it, and refuses it (closing the socket) if any message in
 it is malformed, is an InstallSnapshot, or names another sender or receiver.
 
 Snapshots. An InstallSnapshot never travels as a message: a task per peer
-POSTs a stream of records (a header, the chunks of ``SnapshotIO.read``, each
-at most ``snapshot_chunk_bytes_max`` with its crc32, and an end record with
-the totals) on a connection of its own, so heartbeats are never stuck behind
-it. The receiver stages the chunks as they arrive (``SnapshotIO.stage``) and
-delivers the staged snapshot only if every record checked out.
+POSTs a stream of records (a header, the chunks of ``SnapshotIO.read`` cut
+into records of at most ``snapshot_chunk_bytes_max``, each with its crc32,
+and an end record with the totals) on a connection of its own, so heartbeats
+are never stuck behind it. The receiver puts each chunk back together (the
+storage's chunk boundaries carry meaning: its descriptor counts them), hands
+it to ``SnapshotIO.stage`` and delivers the staged snapshot only if every
+record checked out.
 
 RPC. ``call`` POSTs to a route of a peer's listener on a pooled keep-alive
 session with the identity headers, and tells apart a call that never reached
@@ -51,6 +53,7 @@ from collections.abc import (
     Callable,
     Coroutine,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
@@ -125,8 +128,8 @@ class TransportLimits:
     # redialed within ~2 s, and a dead one costs a dial every 1-2 s.
     backoff_min_ms: int = 50
     backoff_max_ms: int = 2000
-    # Bounds the receiver's buffer per record; big enough that the crc32 and
-    # record header are noise.
+    # The largest record of a snapshot stream (a storage chunk, or a part of
+    # a bigger one): big enough that the crc32 and record header are noise.
     snapshot_chunk_bytes_max: int = 1024 * 1024
     # call() without a timeout of its own; also how long a snapshot receiver
     # waits for the next record before giving the stream up.
@@ -144,6 +147,10 @@ class TransportLimits:
     # The whole tree lives in memory on every node; a stream claiming more
     # than this is refused rather than written to disk.
     snapshot_bytes_max: int = 8 * 1024 * 1024 * 1024
+    # One storage chunk, put back together from its records before it is
+    # staged (the sender holds it whole in memory too). SQLite stores no
+    # value over 1e9 bytes, so no storage chunk is larger.
+    snapshot_stored_chunk_bytes_max: int = 1024 * 1024 * 1024
     # Pooled keep-alive connections for call(), all peers together.
     rpc_connections_max: int = 64
     # At most one log line per refusal reason (and peer) per interval.
@@ -158,6 +165,7 @@ class TransportLimits:
         assert self.rpc_timeout_ms > 0 and self.snapshot_ack_timeout_ms > 0
         assert 0 < self.keepalive_ms < self.idle_timeout_ms
         assert self.snapshot_bytes_max > 0 and self.rpc_connections_max > 0
+        assert self.snapshot_stored_chunk_bytes_max >= self.snapshot_chunk_bytes_max
         assert self.log_interval_ms >= 0
 
 
@@ -165,8 +173,9 @@ class SnapshotIO(Protocol):
     """The storage's snapshots, as the transport streams them."""
 
     def read(self, snapshot: Snapshot) -> AsyncIterator[bytes]:
-        """Leader side: the bytes of a snapshot in order (``Snapshot.data`` is
-        a small descriptor). Chunks of any size: the transport re-cuts them."""
+        """Leader side: the chunks of a snapshot in order (``Snapshot.data`` is
+        a small descriptor). ``stage`` on the follower gets the same chunks,
+        boundaries included, however the transport cuts them on the wire."""
         ...
 
     async def stage(
@@ -265,13 +274,24 @@ def decode_frame(data: bytes, sender: int, receiver: int) -> list[Message]:
 
 _RECORD: Final = struct.Struct(">cII")  # kind, payload length, crc32 of the payload
 RECORD_HEADER: Final = b"H"  # payload: the InstallSnapshot, encoded (data = descriptor)
-RECORD_CHUNK: Final = b"C"  # payload: 1..snapshot_chunk_bytes_max bytes of the snapshot
+RECORD_PART: Final = b"P"  # payload: 1..snapshot_chunk_bytes_max bytes; the chunk goes on
+RECORD_CHUNK: Final = b"C"  # payload: 0..snapshot_chunk_bytes_max bytes; the chunk ends here
 RECORD_END: Final = b"E"  # payload: {"chunks": n, "bytes": total}
 _END_BYTES_MAX: Final = 256
 
 
 def encode_record(kind: bytes, payload: bytes) -> bytes:
     return _RECORD.pack(kind, len(payload), zlib.crc32(payload)) + payload
+
+
+def encode_chunk(chunk: bytes, record_bytes_max: int) -> Iterator[bytes]:
+    """One storage chunk as records of at most ``record_bytes_max``: parts,
+    then the last part (an empty chunk is one empty last part)."""
+    view = memoryview(chunk)
+    last = max(0, (len(chunk) - 1) // record_bytes_max * record_bytes_max)
+    for offset in range(0, last, record_bytes_max):
+        yield encode_record(RECORD_PART, bytes(view[offset : offset + record_bytes_max]))
+    yield encode_record(RECORD_CHUNK, bytes(view[last:]))
 
 
 class _RecordReader:
@@ -320,15 +340,29 @@ class _ChunkStream:
         self.bytes = 0
 
     async def chunks_iter(self) -> AsyncGenerator[bytes, None]:
+        limits = self._limits
+        parts: list[bytes] = []  # of the chunk being put back together
+        parts_bytes = 0
         try:
             while True:  # bounded by snapshot_bytes_max and the per-record timeout
                 if not self._current():
                     raise _Superseded()
-                kind, payload = await self._reader.read(self._limits.snapshot_chunk_bytes_max)
-                if kind == RECORD_CHUNK:
-                    self._check_chunk(payload)
-                    yield payload
-                elif kind == RECORD_END:
+                kind, payload = await self._reader.read(limits.snapshot_chunk_bytes_max)
+                if kind in (RECORD_PART, RECORD_CHUNK):
+                    self._count(payload)
+                    parts_bytes += len(payload)
+                    if parts_bytes > limits.snapshot_stored_chunk_bytes_max:
+                        raise Refused("bad_snapshot_stream", "a chunk over its bound")
+                    if kind == RECORD_PART:
+                        if not payload:
+                            raise Refused("bad_snapshot_stream", "an empty part")
+                        parts.append(payload)
+                        continue
+                    chunk = b"".join([*parts, payload]) if parts else payload
+                    parts, parts_bytes = [], 0
+                    self.chunks += 1
+                    yield chunk
+                elif kind == RECORD_END and not parts:
                     self._check_end(payload)
                     self.ended = True
                     return
@@ -338,10 +372,7 @@ class _ChunkStream:
             self.error = exc
             raise
 
-    def _check_chunk(self, payload: bytes) -> None:
-        if not payload:
-            raise Refused("bad_snapshot_stream", "an empty chunk")
-        self.chunks += 1
+    def _count(self, payload: bytes) -> None:
         self.bytes += len(payload)
         if self.bytes > self._limits.snapshot_bytes_max:
             raise Refused("bad_snapshot_stream", "the snapshot exceeds snapshot_bytes_max")
@@ -893,13 +924,12 @@ class PeerTransport:
                     # as a whole may take minutes, a stall may not.
                     yield encode_record(RECORD_HEADER, header)
                     chunks = total = 0
-                    async for piece in self._snapshots.read(msg.snapshot):
-                        for offset in range(0, len(piece), chunk_max):
-                            part = piece[offset : offset + chunk_max]
+                    async for chunk in self._snapshots.read(msg.snapshot):
+                        for record in encode_chunk(chunk, chunk_max):
                             deadline.reschedule(loop.time() + limits.write_timeout_ms / 1000)
-                            yield encode_record(RECORD_CHUNK, part)
-                            chunks += 1
-                            total += len(part)
+                            yield record
+                        chunks += 1
+                        total += len(chunk)
                     deadline.reschedule(loop.time() + limits.snapshot_ack_timeout_ms / 1000)
                     end = orjson.dumps({"chunks": chunks, "bytes": total})
                     yield encode_record(RECORD_END, end)

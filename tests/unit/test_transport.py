@@ -38,6 +38,7 @@ from httpcoord.cluster.transport import (
     RECORD_CHUNK,
     RECORD_END,
     RECORD_HEADER,
+    RECORD_PART,
     SNAPSHOT_PATH,
     STREAM_PATH,
     TO_HEADER,
@@ -49,6 +50,7 @@ from httpcoord.cluster.transport import (
     TransportLimits,
     backoff_ms,
     decode_frame,
+    encode_chunk,
     encode_frame,
     encode_record,
     peer_sender,
@@ -432,7 +434,9 @@ async def test_reachable_means_a_live_socket_that_carried_something_recently(
 # ---- snapshots -------------------------------------------------------------------------------
 
 
-async def test_a_snapshot_is_streamed_in_bounded_chunks_and_staged(pair: list[Member]) -> None:
+async def test_a_snapshot_is_streamed_in_bounded_records_and_staged_chunk_for_chunk(
+    pair: list[Member],
+) -> None:
     a, b = pair
     data = random.Random(3).randbytes(10_000)
     snap = a.snapshots.put("s1", data, index=50, term=2)
@@ -442,9 +446,34 @@ async def test_a_snapshot_is_streamed_in_bounded_chunks_and_staged(pair: list[Me
     assert isinstance(got, InstallSnapshot)
     assert (got.src, got.dst, got.term, got.snapshot.meta) == (1, 2, 3, snap.meta)
     assert b.snapshots.staged[got.snapshot.data] == data  # the staged copy, not the leader's
-    assert sum(b.snapshots.chunk_sizes) == len(data)
-    assert len(b.snapshots.chunk_sizes) >= 10 and max(b.snapshots.chunk_sizes) <= 1024
+    # The storage's chunks (3000 bytes) cross the wire in records of at most
+    # 1024 (the receiver refuses larger ones) and arrive whole: storages count
+    # and parse chunks, so their boundaries are kept.
+    assert b.snapshots.chunk_sizes == [3000, 3000, 3000, 1000]
     await wait_until(lambda: a.transport.status()[2]["snapshots_sent"] == 1)
+
+
+async def test_empty_and_exact_size_chunks_keep_their_boundaries(pair: list[Member]) -> None:
+    a, b = pair
+    a.snapshots.read_piece_bytes = 1024
+    snap = a.snapshots.put("s2", b"e" * 2048, index=60, term=2)
+    a.transport.send([InstallSnapshot(1, 2, 3, snap)])
+    await wait_until(lambda: len(b.of_type(InstallSnapshot)) == 1)
+    assert b.snapshots.chunk_sizes == [1024, 1024]
+
+
+def test_a_chunk_is_cut_into_parts_and_a_last_record() -> None:
+    kinds = {
+        n: [(r[:1], len(r) - 9) for r in encode_chunk(bytes(n), 1024)]
+        for n in (0, 1, 1024, 1025, 3000)
+    }
+    assert kinds == {
+        0: [(b"C", 0)],
+        1: [(b"C", 1)],
+        1024: [(b"C", 1024)],
+        1025: [(b"P", 1024), (b"C", 1)],
+        3000: [(b"P", 1024), (b"P", 1024), (b"C", 952)],
+    }
 
 
 async def test_a_snapshot_that_fails_verification_is_not_delivered(pair: list[Member]) -> None:
@@ -486,6 +515,10 @@ STREAM_DEFECTS: dict[str, Callable[[list[bytes], list[bytes]], bytes]] = {
     "corrupted header": lambda h, rest: b"".join([corrupt(h[0])] + rest),
     "chunk before header": lambda h, rest: b"".join(rest),
     "unknown record kind": lambda h, rest: b"".join(h + [struct.pack(">cII", b"X", 0, 0)] + rest),
+    "a part never finished": lambda h, rest: b"".join(
+        h + rest[:-1] + [encode_record(RECORD_PART, b"p")] + rest[-1:]
+    ),
+    "an empty part": lambda h, rest: b"".join(h + [encode_record(RECORD_PART, b"")] + rest),
 }
 
 
