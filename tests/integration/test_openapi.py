@@ -21,10 +21,9 @@ import requests
 import schemathesis
 import yaml
 from hypothesis import HealthCheck, assume, seed, settings
-from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from pydantic import BaseModel
-from schemathesis import DataGenerationMethod, GenerationConfig, HeaderConfig
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -237,22 +236,18 @@ def test_served_spec_is_the_file(server: ServerProcess) -> None:
 
 # ---- schemathesis against a real server ------------------------------------------------
 
-schemathesis.experimental.OPEN_API_3_1.enable()
-
 SEED = int(os.environ.get("HTTPCOORD_OPENAPI_SEED", "8181"))
 MAX_EXAMPLES = int(os.environ.get("HTTPCOORD_OPENAPI_EXAMPLES", "60"))
 
-# Header values (X-Coord-Session) are generated as printable ASCII, and cases
-# whose headers hold anything else are skipped:
+# Header values (X-Coord-Session) are generated from ASCII without control
+# characters (schemathesis' default alphabet for headers), and cases whose
+# headers hold anything else are skipped:
 # - control characters are refused by the HTTP parser (400 text/plain) before
 #   any route runs: a malformed HTTP request, not a use of the API;
 # - bytes 0x80-0xFF (requests sends str headers as latin-1) are a known server
 #   bug, an ephemeral create then answers 500: see
 #   test_non_utf8_session_header_is_refused_not_a_500 below. Once it is fixed,
 #   allow them here again.
-FIELD_VALUES = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E)).map(
-    str.strip
-)
 
 
 def _sendable(value: object) -> bool:
@@ -261,11 +256,8 @@ def _sendable(value: object) -> bool:
     return all(0x20 <= ord(c) <= 0xFF and ord(c) != 0x7F for c in str(value))
 
 
-schema = schemathesis.from_path(
-    str(SPEC_PATH),
-    data_generation_methods=[DataGenerationMethod.positive, DataGenerationMethod.negative],
-    generation_config=GenerationConfig(headers=HeaderConfig(strategy=FIELD_VALUES)),
-)
+schema = schemathesis.openapi.from_path(str(SPEC_PATH))
+schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 
 # Negative examples (wrong types, out-of-range versions, malformed multi
 # bodies) are sent too, and must get a documented answer and no 5xx. The
@@ -280,6 +272,11 @@ CHECKS = (
     response_headers_conformance,
     response_schema_conformance,
 )
+# GET /openapi.yaml: schemathesis parses the YAML body and compares the
+# document with the declared `type: string`; the document is an object, so
+# this check would fail on a correct answer. test_served_spec_is_the_file
+# checks that body byte for byte instead.
+UNPARSED_BODY_PATHS = frozenset({"/openapi.yaml"})
 
 
 # A long-poll waits up to ``timeout`` seconds (30 by default) when no event
@@ -292,10 +289,8 @@ WATCH_TIMEOUT_CAP_S = 0.05
 WATCH_TIMEOUT_MAX_S = Config().limits.watch_timeout_max_s
 
 
-@schema.hook
-def map_query(context: schemathesis.hooks.HookContext, query: Any) -> Any:
-    if context.operation is None or not context.operation.path.startswith("/v1/watch"):
-        return query
+def capped_watch_query(query: Any) -> Any:
+    """The generated query of a watch case, its wait capped (see above)."""
     if query is None:
         return {"timeout": 0}
     if not isinstance(query, dict):
@@ -324,6 +319,10 @@ def map_query(context: schemathesis.hooks.HookContext, query: Any) -> Any:
 @seed(SEED)
 def test_api_conforms_to_spec(case: schemathesis.Case, server: ServerProcess) -> None:
     assume(all(_sendable(v) for v in (case.headers or {}).values()))
+    # Capped here rather than in a map_query hook: every phase's cases pass
+    # through the test (explicit and coverage examples skip the hooks).
+    if case.operation.path.startswith("/v1/watch"):
+        case.query = capped_watch_query(case.query)
     call_and_validate(case, server.url)
 
 
@@ -334,10 +333,18 @@ def call_and_validate(case: schemathesis.Case, base_url: str) -> requests.Respon
     guesses the encoding of ``.text`` from the bytes: a short non-ASCII
     detail can be taken for GB18030 and its JSON garbled before the checks
     parse it."""
-    response = case.call(base_url=base_url, timeout=10)
+    # requests itself, so every caller gets a requests.Response (schemathesis'
+    # own Response type has a different header interface).
+    response = requests.request(**case.as_transport_kwargs(base_url=base_url), timeout=10)
     if response.encoding is None and "json" in response.headers.get("Content-Type", ""):
         response.encoding = "utf-8"
-    case.validate_response(response, checks=CHECKS)
+    checks = [
+        check
+        for check in CHECKS
+        if check is not response_schema_conformance
+        or case.operation.path not in UNPARSED_BODY_PATHS
+    ]
+    case.validate_response(response, checks=checks)
     return response
 
 
@@ -526,7 +533,7 @@ def test_known_scenario_conforms(server: ServerProcess) -> None:
     for method, path, kwargs, expected in SCENARIO:
         if isinstance(kwargs.get("body"), bytes):
             kwargs = {**kwargs, "media_type": "application/octet-stream"}
-        case = schema[path][method].make_case(**kwargs)
+        case = schema[path][method].Case(**kwargs)
         response = call_and_validate(case, server.url)
         assert response.status_code == expected, (method, path, kwargs, response.text)
         if method == "POST" and expected == 201:
@@ -705,13 +712,13 @@ def _session_scenario(sid: str) -> list[tuple[str, str, dict[str, Any], int]]:
 
 def test_session_scenario_conforms(server: ServerProcess) -> None:
     opened = call_and_validate(
-        schema["/v1/sessions"]["POST"].make_case(body={"ttl_ms": 30_000}), server.url
+        schema["/v1/sessions"]["POST"].Case(body={"ttl_ms": 30_000}), server.url
     )
     assert opened.status_code == 201, opened.text
     sid = opened.json()["id"]
     assert opened.headers["Location"] == f"/v1/sessions/{sid}"
     for body, expected in (({"ttl_ms": -1}, 400), ({"ttl_ms": 1, "x": 1}, 400), ({}, 400)):
-        refused = call_and_validate(schema["/v1/sessions"]["POST"].make_case(body=body), server.url)
+        refused = call_and_validate(schema["/v1/sessions"]["POST"].Case(body=body), server.url)
         assert refused.status_code == expected, (body, refused.text)
     ephemerals: list[str] = []
     for method, path, kwargs, expected in _session_scenario(sid):
@@ -719,7 +726,7 @@ def test_session_scenario_conforms(server: ServerProcess) -> None:
             path.startswith("/v1/nodes") and method == "POST"
         ):
             kwargs = {**kwargs, "media_type": "application/octet-stream"}
-        case = schema[path][method].make_case(**kwargs)
+        case = schema[path][method].Case(**kwargs)
         response = call_and_validate(case, server.url)
         assert response.status_code == expected, (method, path, kwargs, response.text)
         if expected == 404:
@@ -790,7 +797,12 @@ def _validate_stream(case: schemathesis.Case, response: requests.Response, raw: 
     """Run the spec checks on an SSE response, with the part read as its body."""
     response._content = raw  # the stream never ends by itself
     response._content_consumed = True
-    case.validate_response(response, checks=CHECKS)
+    # Not response_schema_conformance: schemathesis parses an event stream and
+    # holds each event against the media type's schema, which in OpenAPI 3.1
+    # describes the whole body (`type: string`); the frames are checked one
+    # by one by the caller.
+    checks = [check for check in CHECKS if check is not response_schema_conformance]
+    case.validate_response(response, checks=checks)
 
 
 def _watchers(server: ServerProcess) -> float:
@@ -817,7 +829,7 @@ def test_watch_scenario_conforms(server: ServerProcess) -> None:
     # Long-poll from a past zxid: the kept events at once, in order, whole txns.
     started = time.monotonic()
     response = call_and_validate(
-        watch.make_case(
+        watch.Case(
             path_parameters={"path": "ow"},
             query={"since": z0, "recursive": True, "data": True, "timeout": 10},
         ),
@@ -837,16 +849,14 @@ def test_watch_scenario_conforms(server: ServerProcess) -> None:
     assert body["truncated"] is False
     # Not recursive: only the events whose path is exactly /ow (its child list).
     own = call_and_validate(
-        watch.make_case(path_parameters={"path": "ow"}, query={"since": z0, "timeout": 10}),
+        watch.Case(path_parameters={"path": "ow"}, query={"since": z0, "timeout": 10}),
         server.url,
     ).json()
     assert [(e["type"], e["path"]) for e in own["events"]] == [("children_changed", "/ow")] * 2
     assert "data" not in own["events"][0]
     # The returned zxid is the next since: nothing new, an empty answer.
     idle = call_and_validate(
-        watch.make_case(
-            path_parameters={"path": "ow"}, query={"since": body["zxid"], "timeout": 0}
-        ),
+        watch.Case(path_parameters={"path": "ow"}, query={"since": body["zxid"], "timeout": 0}),
         server.url,
     )
     assert idle.json() == {"events": [], "zxid": z2, "truncated": False}
@@ -858,7 +868,7 @@ def test_watch_scenario_conforms(server: ServerProcess) -> None:
         assert stream.headers["Content-Type"].startswith("text/event-stream")
         raw = _read_sse(stream, f"id: {z2}\n".encode())
         _validate_stream(
-            watch.make_case(path_parameters={"path": "ow"}, query=params, headers=SSE), stream, raw
+            watch.Case(path_parameters={"path": "ow"}, query=params, headers=SSE), stream, raw
         )
     frames = _sse_frames(raw)
     # The opening frame sets the resume point (id with no data: no event).
@@ -896,14 +906,14 @@ def test_watch_bounds_conform(tmp_path: Path) -> None:
         requests.put(srv.url + "/v1/nodes/w", data=b"2", timeout=10)  # zxid 2 drops zxid 1
         watch = schema["/v1/watch/{path}"]["GET"]
         gone = call_and_validate(
-            watch.make_case(path_parameters={"path": "w"}, query={"since": 0, "timeout": 0}),
+            watch.Case(path_parameters={"path": "w"}, query={"since": 0, "timeout": 0}),
             srv.url,
         )
         assert gone.status_code == 410, gone.text
         assert gone.json()["code"] == "Compacted"
         assert (gone.json()["oldest_zxid"], gone.json()["zxid"]) == (1, 2)
         kept = call_and_validate(
-            watch.make_case(path_parameters={"path": "w"}, query={"since": 1, "timeout": 0}),
+            watch.Case(path_parameters={"path": "w"}, query={"since": 1, "timeout": 0}),
             srv.url,
         )
         assert [e["type"] for e in kept.json()["events"]] == ["data_changed"]
@@ -911,7 +921,7 @@ def test_watch_bounds_conform(tmp_path: Path) -> None:
         with _open_sse(srv.url + "/v1/watch/w", {}) as stream:
             assert stream.status_code == 200  # subscribed before the headers were sent
             refused = call_and_validate(
-                schema["/v1/watch"]["GET"].make_case(query={"timeout": 0}), srv.url
+                schema["/v1/watch"]["GET"].Case(query={"timeout": 0}), srv.url
             )
             assert refused.status_code == 429, refused.text
             assert refused.json()["code"] == "TooManyRequests"
