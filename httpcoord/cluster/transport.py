@@ -692,9 +692,13 @@ class PeerTransport:
             peer = self._peers.get(m.dst)
             if peer is None or self._closed:
                 self._dropped_unknown += 1
-                self._throttle.warn(
-                    ("not_a_peer", m.dst), "dropping %s for node %d: not a peer", type(m), m.dst
-                )
+                if not self._closed:
+                    self._throttle.warn(
+                        ("not_a_peer", m.dst),
+                        "dropping a %s for node %d: not a peer",
+                        type(m).__name__,
+                        m.dst,
+                    )
                 continue
             if isinstance(m, InstallSnapshot):
                 self._queue_snapshot(peer, m)
@@ -752,8 +756,9 @@ class PeerTransport:
             while True:  # ends when cancelled (close, removal, address change)
                 if link is None or link.ws.closed:
                     if link is not None:
-                        await self._hang_up(peer, link)
+                        young = await self._hang_up(peer, link)
                         link = None
+                        peer.failures = peer.failures + 1 if young else 0
                     if not peer.queue:  # dial lazily: only with something to send
                         peer.wake.clear()
                         await peer.wake.wait()
@@ -778,10 +783,14 @@ class PeerTransport:
                 except (TimeoutError, OSError, aiohttp.ClientError, RuntimeError) as exc:
                     peer.dropped += count
                     self._throttle.warn(
-                        ("write_failed", peer.id), "write to node %d failed: %r", peer.id, exc
+                        ("write_failed", peer.id),
+                        "write to node %d failed: %s",
+                        peer.id,
+                        _describe(exc),
                     )
-                    await self._hang_up(peer, link)
+                    young = await self._hang_up(peer, link)
                     link = None
+                    peer.failures = peer.failures + 1 if young else 0
                     continue
                 peer.sent += count
                 peer.frames += 1
@@ -829,10 +838,10 @@ class PeerTransport:
         peer.link = link
         return link
 
-    async def _hang_up(self, peer: _Peer, link: _Link) -> None:
-        """Close an outbound socket. One that died young counts as a failed
-        dial, so a peer that accepts and drops at once is redialed with
-        backoff, not in a loop; one that lived long is redialed at once."""
+    async def _hang_up(self, peer: _Peer, link: _Link) -> bool:
+        """Close an outbound socket; whether it died young. One that did counts
+        as a failed dial, so a peer that accepts and drops at once is redialed
+        with backoff, not in a loop; one that lived long is redialed at once."""
         if peer.link is link:
             peer.link = None
         link.reader.cancel()
@@ -842,10 +851,7 @@ class PeerTransport:
                 async with asyncio.timeout(self._close_timeout_s()):
                     await link.ws.close()
         lived_ms = (asyncio.get_running_loop().time() - link.opened_at) * 1000
-        if lived_ms >= self.limits.backoff_max_ms:
-            peer.failures = 0
-        else:
-            peer.failures += 1
+        return lived_ms < self.limits.backoff_max_ms
 
     async def _read_outbound(self, peer: _Peer, ws: aiohttp.ClientWebSocketResponse) -> None:
         """Reads an outbound socket so that pongs and closes are seen; the
@@ -949,10 +955,10 @@ class PeerTransport:
             peer.snapshots_failed += 1
             self._throttle.warn(
                 ("snapshot_failed", peer.id),
-                "snapshot at index %d to node %d failed: %r",
+                "snapshot at index %d to node %d failed: %s",
                 meta.index,
                 peer.id,
-                exc,
+                _describe(exc),
             )
         finally:
             if peer.snapshot_msg is msg:
