@@ -64,8 +64,8 @@ FAST = TransportLimits(
     backoff_max_ms=80,
     snapshot_chunk_bytes_max=1024,
     rpc_timeout_ms=2000,
-    keepalive_ms=500,
-    idle_timeout_ms=3000,
+    keepalive_ms=5000,  # a late pong on a loaded machine must not drop a test's socket
+    idle_timeout_ms=15000,
     frame_bytes_max=64 * 1024,
     log_interval_ms=0,
 )
@@ -429,6 +429,30 @@ async def test_reachable_means_a_live_socket_that_carried_something_recently(
     assert b.transport.status()[1]["reachable"] is True
     await a.transport.close()
     await wait_until(lambda: not b.transport.reachable(1))
+
+
+async def test_pings_keep_a_quiet_socket_reachable_and_a_silent_one_is_closed() -> None:
+    members = await start_members((1, 2, 3), replace(FAST, keepalive_ms=100, idle_timeout_ms=600))
+    a, b, _ = members
+    try:
+        await keep_flowing(a, b, 0, 1)
+        loop = asyncio.get_running_loop()
+        quiet_until = loop.time() + 1.5  # well past the idle timeout, with no message
+        while loop.time() < quiet_until:
+            assert b.transport.reachable(1)  # a's pings alone keep it so
+            await asyncio.sleep(0.02)
+        http, ws = await raw_stream(b, 3)  # no pings from this one
+        try:
+            await ws.send_bytes(encode_message(hb(3, 2, 5)))
+            await wait_until(lambda: b.transport.reachable(3))
+            closed = await ws.receive(timeout=10)  # b gives up on the silent socket
+            assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        finally:
+            await ws.close()
+            await http.close()
+        assert not b.transport.reachable(3) and b.transport.reachable(1)
+    finally:
+        await stop_members(members)
 
 
 # ---- snapshots -------------------------------------------------------------------------------
