@@ -456,13 +456,15 @@ class MirroredStorage(ABC):
             self._schedule_gc()
             raise
         snapshot = Snapshot(meta, descriptor)
-        self._staged.pop(snapshot, None)  # the same snapshot staged again: keep the newer copy
+        replaced = self._staged.pop(snapshot, 0)  # the same snapshot staged again
         self._staged[snapshot] = set_id
         self._writing.discard(set_id)
         while len(self._staged) > self.staged_snapshots_max:
             oldest = min(self._staged, key=lambda s: s.meta.index)
             del self._staged[oldest]
-        self._schedule_gc()
+            replaced = 1
+        if replaced:
+            self._schedule_gc()
         return snapshot
 
     def drop_staged(self, snapshot: Snapshot) -> None:
