@@ -6,12 +6,14 @@ migrated in place (or refused when started with peers)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -58,18 +60,27 @@ def _sql(data_dir: Path, query: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
+@contextlib.asynccontextmanager
+async def _traced(s: SqliteStorage) -> AsyncIterator[list[str]]:
+    """Every SQL statement the storage's connection runs meanwhile."""
+    statements: list[str] = []
+    await s._db.set_trace_callback(statements.append)
+    try:
+        yield statements
+    finally:
+        await s._db.set_trace_callback(cast(Callable[..., Any], None))  # None turns it off
+
+
 # ---- one save, one transaction ------------------------------------------------------------
 
 
 async def test_one_save_is_one_transaction_and_one_fsync(tmp_path: Path) -> None:
     s = await SqliteStorage.open(tmp_path, 1, "c", [1])
     await s.save(HardState(1, 0, 1), None, [_e(i, 1) for i in range(2, 6)])
-    statements: list[str] = []
-    await s._db.set_trace_callback(statements.append)
     fsyncs = s.fsyncs
-    # Everything at once: a conflicting suffix, new entries, the hard state.
-    await s.save(HardState(2, 1, 3), None, [_e(i, 2) for i in range(4, 4 + 64)])
-    await s._db.set_trace_callback(None)
+    async with _traced(s) as statements:
+        # Everything at once: a conflicting suffix, new entries, the hard state.
+        await s.save(HardState(2, 1, 3), None, [_e(i, 2) for i in range(4, 4 + 64)])
     assert s.fsyncs == fsyncs + 1
     assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
     assert sum(st in ("BEGIN", "COMMIT", "ROLLBACK") for st in statements) == 2
@@ -86,11 +97,9 @@ async def test_a_received_snapshot_is_saved_in_one_transaction(tmp_path: Path) -
         SnapshotMeta(40, 2, ConfState(frozenset({1}))), descriptor, _aiter(chunks)
     )
     await s.collect_garbage()  # nothing in the background while we watch
-    statements: list[str] = []
-    await s._db.set_trace_callback(statements.append)
-    await s.save(HardState(2, 0, 40), staged, [_e(41, 2)])
-    await s.collect_garbage()
-    await s._db.set_trace_callback(None)
+    async with _traced(s) as statements:
+        await s.save(HardState(2, 0, 40), staged, [_e(41, 2)])
+        await s.collect_garbage()
     # The switch: one transaction. Then the garbage goes, in statements of its own.
     save_txn = statements[: statements.index("COMMIT") + 1]
     assert save_txn[0] == "BEGIN" and statements.count("BEGIN") == 1
