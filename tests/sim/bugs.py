@@ -4,7 +4,14 @@ bites (tests/sim/test_simulator_catches_bugs.py). Never used outside tests."""
 from __future__ import annotations
 
 from httpcoord.cluster.raft.core import Raft
-from httpcoord.cluster.raft.messages import NONE, HardState, Message, VoteResponse
+from httpcoord.cluster.raft.messages import (
+    NONE,
+    AppendEntries,
+    HardState,
+    Message,
+    ReadIndexResponse,
+    VoteResponse,
+)
 
 
 class CommitOldTermByCounting(Raft):
@@ -84,6 +91,60 @@ class ReadNeverReleased(Raft):
         pass
 
 
+class CommitNeedsEveryVoter(Raft):
+    """Advances the commit index only when every voter has the entry (a
+    liveness bug: one voter down for good stops all writes)."""
+
+    bug_name = "commit_needs_every_voter"
+
+    def _commit_quorum_size(self) -> int:
+        return len(self.conf.voters)
+
+
+class FollowerCommitsPastAppend(Raft):
+    """A follower commits up to min(leader commit, its own last index), not
+    min(leader commit, the last entry this append carried): a stale suffix
+    from an older term past a short append gets committed."""
+
+    bug_name = "follower_commits_past_append"
+
+    def _follower_commit_limit(self, m: AppendEntries, last_new: int) -> int:
+        return self.log.last_index()
+
+
+class ConfChangeBeforeNoop(Raft):
+    """A new leader may propose a membership change once the last one in its
+    log is committed, before its own term's no-op commits (the single-server
+    change bug of the thesis' errata)."""
+
+    bug_name = "conf_change_before_noop"
+
+    def _conf_change_allowed(self) -> bool:
+        return self._confs[-1][0] <= self.log.committed
+
+
+class FollowerAcceptsUnknownRead(Raft):
+    """A follower releases any ReadIndexResponse as a read, including a
+    duplicate or a stale one meant for an earlier incarnation."""
+
+    bug_name = "follower_accepts_unknown_read"
+
+    def _read_response_known(self, m: ReadIndexResponse) -> bool:
+        self._forwarded_reads.pop(m.ctx, NONE)
+        return True
+
+
+class RemovedVoterNeverCampaigns(Raft):
+    """A voter whose removal is in its log but uncommitted never campaigns:
+    removing one of two voters deadlocks if the leader is deposed before the
+    other has the removal (a liveness bug)."""
+
+    bug_name = "removed_voter_never_campaigns"
+
+    def promotable(self) -> bool:
+        return self.id in self.conf.voters and self.log.unstable_snapshot() is None
+
+
 BUGS: dict[str, type[Raft]] = {
     cls.bug_name: cls
     for cls in (
@@ -95,5 +156,10 @@ BUGS: dict[str, type[Raft]] = {
         SendBeforeSave,
         CountStaleVotes,
         ReadNeverReleased,
+        CommitNeedsEveryVoter,
+        FollowerCommitsPastAppend,
+        ConfChangeBeforeNoop,
+        FollowerAcceptsUnknownRead,
+        RemovedVoterNeverCampaigns,
     )
 }

@@ -1,15 +1,19 @@
 """Deterministic simulation of a cluster of consensus cores.
 
-One ``Simulation(mix, seed)`` runs N cores (3 or 5, plus nodes added by
-membership changes) over a simulated network and disk, all driven by one
+One ``Simulation(mix, seed)`` runs N cores (1, 2, 3 or 5, plus nodes added
+by membership changes) over a simulated network and disk, all driven by one
 seeded ``random.Random``: the same (mix, seed) replays the same run exactly.
 
 Faults: message loss, duplication, delay and so reordering; stale copies of
-messages sent up to ``replay_history_msgs_max`` sends ago (across terms,
-crashes and restarts); symmetric and
-asymmetric partitions; crashes that lose everything a node has not saved
-(its core, its unsaved Ready, its state machine), restarts from what it
-saved; uneven tick rates; a slow disk (a node's Ready waits some steps).
+messages sent up to ``REPLAY_HISTORY_MSGS_MAX`` sends ago (across terms,
+crashes and restarts); short or overlapping copies of a leader's appends
+(a prefix of its entries, from at or below the original's prev index);
+InstallSnapshot delayed past the leader's retry; symmetric and asymmetric
+partitions; crashes that lose everything a node has not saved (its core, its
+unsaved Ready, its state machine), restarts from what it saved; a slow disk
+(a node's Ready waits some steps) whose in-flight save, on a crash, is lost,
+lands whole, or is torn (a prefix of its entries, no hard state); a minority
+of voters down for good; uneven tick rates; pre-vote or check-quorum off.
 Workload: proposals, ReadIndex reads at any node, membership changes
 (learners added, promoted, voters and learners removed), snapshots with log
 compaction (so lagging nodes need InstallSnapshot), leadership transfers.
@@ -17,10 +21,14 @@ compaction (so lagging nodes need InstallSnapshot), leadership transfers.
 After every step the ``Checker`` verifies: at most one leader per term; log
 matching; leader completeness; no two nodes apply different entries (or
 reach different states) at one index; a committed entry is never lost; a
-ReadIndex read sees every write committed before it started. Then, with the
-faults healed, a leader must be elected and a proposal must commit on every
-member within a bounded number of ticks, and after that every proposal must
-be applied everywhere and every read answered (at any member) within
+ReadIndex read sees every write committed before it started, and a node
+releases only reads it asked for (never an answer to an earlier incarnation's
+read, never one twice). The driver asserts it never sends a Ready's messages
+before its save returned. With a minority down for good, the rest (network
+healed) must make progress while it stays down; then, with every fault
+healed, a leader must be elected and a proposal must commit on every member
+within a bounded number of ticks, and after that every proposal must be
+applied everywhere and every read answered (at any member) within
 ``commit_bound_ticks`` (liveness).
 
 Replay a seed: ``python -m tests.sim.replay --mix MIX --seed SEED [--bug BUG]``.
@@ -35,6 +43,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from httpcoord.cluster.raft.core import (
     ConfChangeError,
@@ -45,7 +54,13 @@ from httpcoord.cluster.raft.core import (
     Ready,
     Role,
 )
-from httpcoord.cluster.raft.messages import Message, decode_message, encode_message
+from httpcoord.cluster.raft.messages import (
+    AppendEntries,
+    InstallSnapshot,
+    Message,
+    decode_message,
+    encode_message,
+)
 from httpcoord.cluster.raft.storage import CompactedError, MemoryStorage
 
 
@@ -56,7 +71,7 @@ class Violation(AssertionError):
 @dataclass(frozen=True)
 class FaultMix:
     name: str
-    nodes: int = 3
+    nodes: int = 3  # founding voters
     loss: float = 0.0  # per message
     dup: float = 0.0  # per message
     max_delay_ticks: int = 1  # delivery after 1..this ticks; > 1 reorders
@@ -77,6 +92,31 @@ class FaultMix:
     transfer_rate: float = 0.0
     replay_rate: float = 0.0  # per step: re-deliver a message sent long ago (maybe terms ago)
     wire: bool = False  # every message goes through the JSON wire encoding
+    pre_vote: bool = True
+    check_quorum: bool = True
+    # Voters crashed at a random step of the first half of the chaos and kept
+    # down: the rest must make progress without them (checked before they
+    # come back, if they come back at all).
+    down_for_good: int = 0
+    rejoin_after_down: bool = True  # False: down for the rest of the run
+    # Per AppendEntries: the network also carries a short or overlapping copy
+    # (a prefix of the leader's entries from at or below the original's prev
+    # index), as a chunking transport or a stale resend would.
+    short_append_rate: float = 0.0
+    snapshot_delay_ticks_max: int = 0  # extra delay of an InstallSnapshot
+    # On a crash with a save in flight (slow disk): the chance it reached the
+    # disk anyway, and the chance such a save is torn (a prefix of its
+    # entries, without the hard state, which is written last).
+    inflight_save_lands: float = 0.0
+    torn_save_rate: float = 0.0
+    # Membership workload bounds.
+    voters_min: int = 3  # no voter is removed at or below this
+    voters_max: int = 5  # no learner is promoted at or above this
+    members_max: int = 7
+    new_voter_rate: float = 0.0  # per change: add a new node straight as a voter
+    # Per accepted change: cut the leader off at once, so the change stays in
+    # its log alone while the others elect a leader of the old membership.
+    isolate_after_change_rate: float = 0.0
     max_entries_per_msg: int = 64
     max_inflight_msgs: int = 4
     election_timeout_ticks: int = 10
@@ -208,8 +248,9 @@ MIXES: dict[str, FaultMix] = {
         ),
         FaultMix(
             "snapshots",
-            loss=0.1,
+            loss=0.1,  # an InstallSnapshot lost: a transfer cut off midway
             max_delay_ticks=3,
+            snapshot_delay_ticks_max=40,  # past the leader's retry (two election timeouts)
             snapshot_rate=0.08,
             crash_rate=0.02,
             partition_rate=0.02,
@@ -235,6 +276,147 @@ MIXES: dict[str, FaultMix] = {
             chaos_steps=160,
             wire=True,
         ),
+        FaultMix(
+            # One voter down for good: the other two must keep committing;
+            # it then rejoins behind the compacted log.
+            "down3",
+            down_for_good=1,
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.02,
+            crash_rate=0.02,
+            restart_rate=0.3,
+            disk_rate=0.8,
+            snapshot_rate=0.05,
+            read_rate=0.3,
+        ),
+        FaultMix(
+            # Two of five down for the rest of the run, the other three under
+            # one-way partitions, leader isolation and stale messages.
+            "down5",
+            nodes=5,
+            down_for_good=2,
+            rejoin_after_down=False,
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.03,
+            asymmetric=True,
+            isolate_leader_rate=0.01,
+            uneven_ticks=True,
+            replay_rate=0.1,
+            chaos_steps=160,
+        ),
+        FaultMix(
+            # A cluster of one that grows to two and three voters and shrinks
+            # back, on a disk whose in-flight save a crash loses, keeps or tears.
+            "solo1",
+            nodes=1,
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.02,
+            crash_rate=0.03,
+            reboot_rate=0.08,
+            restart_rate=0.4,
+            disk_rate=0.6,
+            crash_after_save_rate=0.02,
+            inflight_save_lands=0.5,
+            torn_save_rate=0.5,
+            snapshot_rate=0.05,
+            membership_rate=0.3,
+            voters_min=1,
+            voters_max=3,
+            members_max=4,
+            read_rate=0.3,
+        ),
+        FaultMix(
+            # Two voters (both needed), pre-vote and check-quorum off (etcd's
+            # defaults). No membership changes: without both, nothing stops a
+            # removed server that missed its removal from deposing leaders.
+            "pair2",
+            nodes=2,
+            pre_vote=False,
+            check_quorum=False,
+            loss=0.1,
+            dup=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.03,
+            crash_rate=0.02,
+            reboot_rate=0.03,
+            restart_rate=0.3,
+            disk_rate=0.7,
+            read_rate=0.3,
+        ),
+        FaultMix(
+            "noprevote3",
+            pre_vote=False,
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.04,
+            isolate_leader_rate=0.02,
+            crash_rate=0.02,
+            uneven_ticks=True,
+            read_rate=0.3,
+            chaos_steps=250,
+        ),
+        FaultMix(
+            # An isolated leader never steps down by itself, and no follower
+            # ignores a vote request for being in a leader's lease.
+            "nocheckquorum3",
+            check_quorum=False,
+            loss=0.05,
+            max_delay_ticks=3,
+            partition_rate=0.03,
+            isolate_leader_rate=0.03,
+            uneven_ticks=True,
+            read_rate=0.4,
+            chaos_steps=250,
+        ),
+        FaultMix(
+            # A slow disk and crashes that keep, lose or tear the save in flight.
+            "disk3",
+            crash_rate=0.04,
+            leader_crash_rate=0.02,
+            reboot_rate=0.05,
+            restart_rate=0.3,
+            disk_rate=0.4,
+            inflight_save_lands=0.5,
+            torn_save_rate=0.5,
+            crash_after_save_rate=0.02,
+            dup=0.05,
+            max_delay_ticks=3,
+            max_entries_per_msg=2,
+        ),
+        FaultMix(
+            # Deposed leaders leave stale suffixes; short, split and
+            # overlapping appends reach followers before those are overwritten.
+            "shortappends3",
+            loss=0.05,
+            max_delay_ticks=3,
+            isolate_leader_rate=0.06,
+            partition_rate=0.02,
+            propose_rate=0.8,
+            short_append_rate=0.6,
+            max_entries_per_msg=4,
+            chaos_steps=250,
+        ),
+        FaultMix(
+            # The single-server change race: four voters (an even count, so a
+            # quorum with one more and one with one fewer can miss each
+            # other), a leader cut off right after proposing a change, fresh
+            # voters, short election timeouts, and no message loss (which
+            # would mostly stall the race before it shows).
+            "confrace4",
+            nodes=4,
+            max_delay_ticks=2,
+            membership_rate=0.5,
+            new_voter_rate=1.0,
+            isolate_after_change_rate=0.5,
+            partition_rate=0.1,
+            leader_crash_rate=0.05,
+            restart_rate=0.3,
+            election_timeout_ticks=6,
+            chaos_steps=250,
+        ),
     ]
 }
 
@@ -254,7 +436,14 @@ class SimNode:
         self.applied = 0
         self.checked_commit = 0  # committed entries up to here are checked
         self.reads: dict[int, int] = {}  # ctx -> commit index when the read started
-        self.pending: Ready | None = None  # taken from the core, not yet saved
+        self.pending: Ready | None = None  # taken from the core, its save not returned
+        self.held_down = False  # down for good: no restart until the final heal
+        # Read contexts are (boot prefix << 32 | sequence): the prefix is drawn
+        # at every start, as the real node draws a random one, so a ctx never
+        # repeats across this node's restarts.
+        self.ctx_prefix = 0
+        self.ctx_seq = 0
+        self.ctx_prefixes: set[int] = set()
 
 
 def _snapshot_data(index: int, state_hash: int) -> bytes:
@@ -277,15 +466,22 @@ class Checker:
         self.commit_points: list[tuple[int, int]] = []  # (max commit index, term it was saved in)
         self.leaders_checked: set[tuple[int, int]] = set()
 
-    def fail(self, what: str) -> None:
+    def fail(self, what: str) -> NoReturn:
         raise Violation(what)
 
     def on_leader(self, node: SimNode, raft: Raft) -> None:
+        if (node.id, raft.term) in self.leaders_checked:
+            return
+        if node.storage.initial_state()[0].term != raft.term:
+            # Counted once its term is saved. Only a single voter leads before
+            # that (it elects itself without a message; any other leader had
+            # to save its candidacy before asking for votes), and until then it
+            # has sent nothing: a crash erases its leadership without a trace,
+            # and the term is free for a leader elected by its saved vote.
+            return
         prev = self.leader_of_term.setdefault(raft.term, node.id)
         if prev != node.id:
             self.fail(f"two leaders in term {raft.term}: {prev} and {node.id}")
-        if (node.id, raft.term) in self.leaders_checked:
-            return
         self.leaders_checked.add((node.id, raft.term))
         # Leader completeness: an entry committed in a term before ours is in
         # our log (log matching then gives every earlier one) or behind our
@@ -353,7 +549,11 @@ class Checker:
     def on_read(self, node: SimNode, ctx: int, index: int) -> None:
         started = node.reads.pop(ctx, None)
         if started is None:
-            return  # a duplicate answer
+            # An answer to a read this incarnation is not waiting for: a stale
+            # answer to an earlier incarnation's read, or a second answer.
+            if ctx >> 32 != node.ctx_prefix:
+                self.fail(f"node {node.id} released read {ctx:#x} of an earlier incarnation")
+            self.fail(f"node {node.id} released read {ctx:#x} twice")
         if index < started:
             self.fail(
                 f"stale read at node {node.id}: read index {index}, but {started} was "
@@ -387,7 +587,9 @@ class Simulation:
         self.checker = Checker()
         self.nodes: dict[int, SimNode] = {}
         self.next_id = mix.nodes + 1
-        self.next_ctx = 1
+        # Boot prefixes come from their own stream: drawing them does not
+        # shift the fault schedule of any mix.
+        self.boot_rng = random.Random(f"boot-{seed}")
         self.proposals = 0
         self.crash_after_save = mix.crash_after_save_rate
         self.sends_before_save = bool(getattr(raft_cls, "driver_sends_before_save", False))
@@ -396,6 +598,12 @@ class Simulation:
             node = SimNode(nid, MemoryStorage.bootstrapped(founders))
             self.nodes[nid] = node
             self._start(node)
+        self.down_at: dict[int, list[int]] = {}  # chaos step -> voters to take down for good
+        if mix.down_for_good:
+            assert 2 * mix.down_for_good < mix.nodes, "down for good must stay a minority"
+            for nid in self.rng.sample(founders, mix.down_for_good):
+                at = self.rng.randrange(1, mix.chaos_steps // 2)
+                self.down_at.setdefault(at, []).append(nid)
 
     # ---- node lifecycle --------------------------------------------------------------
 
@@ -408,6 +616,8 @@ class Simulation:
             max_entries_per_msg=m.max_entries_per_msg,
             max_inflight_msgs=m.max_inflight_msgs,
             max_uncommitted_entries=1000,
+            pre_vote=m.pre_vote,
+            check_quorum=m.check_quorum,
         )
 
     def _start(self, node: SimNode) -> None:
@@ -421,8 +631,26 @@ class Simulation:
             node.applied, node.state_hash = 0, 0
         node.tick_rate = self.rng.uniform(0.25, 1.0) if self.mix.uneven_ticks else 1.0
         node.reads.clear()
+        prefix = self.boot_rng.getrandbits(31)
+        while prefix in node.ctx_prefixes:
+            prefix = self.boot_rng.getrandbits(31)
+        node.ctx_prefixes.add(prefix)
+        node.ctx_prefix, node.ctx_seq = prefix, 0
 
     def _crash(self, node: SimNode) -> None:
+        rd = node.pending
+        mix = self.mix
+        if (
+            rd is not None
+            and mix.inflight_save_lands
+            and self.rng.random() < mix.inflight_save_lands
+        ):
+            # The save was under way: it reached the disk though it never
+            # returned (so nothing it promises was sent), whole or torn.
+            if mix.torn_save_rate and self.rng.random() < mix.torn_save_rate and rd.entries:
+                kept = self.rng.randrange(len(rd.entries))
+                rd = replace(rd, hard_state=None, entries=rd.entries[:kept])
+            self._save(node, rd)
         node.raft = None  # its unsaved entries, hard state and Ready are gone
         node.pending = None
         node.reads.clear()
@@ -433,6 +661,18 @@ class Simulation:
         mix = self.mix
         if mix.replay_rate:
             self.sent.append(m)
+        if (
+            mix.short_append_rate
+            and isinstance(m, AppendEntries)
+            and self.rng.random() < mix.short_append_rate
+        ):
+            short = self._short_append(m)
+            if short is not None:
+                self._transmit(short)
+        self._transmit(m)
+
+    def _transmit(self, m: Message) -> None:
+        mix = self.mix
         copies = 1
         if mix.loss and self.rng.random() < mix.loss:
             copies = 0
@@ -441,7 +681,36 @@ class Simulation:
         for _ in range(copies):
             self.net_seq += 1
             delay = self.rng.randint(1, mix.max_delay_ticks) if mix.max_delay_ticks > 1 else 1
+            if mix.snapshot_delay_ticks_max and isinstance(m, InstallSnapshot):
+                # A slow chunked transfer: it may land after the leader gave up
+                # on it and retried, or after the follower caught up otherwise.
+                delay += self.rng.randint(0, mix.snapshot_delay_ticks_max)
             heapq.heappush(self.net, (self.now + delay, self.net_seq, m))
+
+    def _short_append(self, m: AppendEntries) -> AppendEntries | None:
+        """A copy of m that starts at or a little below m's prev index and
+        carries a prefix (maybe none) of the entries up to m's last: what the
+        same leader could legally send (a smaller batch, a chunk of a split
+        append, a resend from an older probe point), with m's commit. A
+        follower must commit no further than what such an append proved."""
+        raft = self.nodes[m.src].raft
+        # Only while m's sender still leads m's term: then its log is the
+        # leader's log of that term (append-only), and m's entries are saved.
+        if raft is None or raft.role is not Role.LEADER or raft.term != m.term:
+            return None
+        log = raft.log
+        lo = max(log.first_index() - 1, m.prev_index - 3)
+        if lo > m.prev_index:
+            return None
+        prev = self.rng.randint(lo, m.prev_index)
+        last = m.prev_index + len(m.entries)
+        take = self.rng.randint(0, last - prev)
+        try:
+            entries = log.entries(prev + 1, prev + 1 + take, 1 << 30) if take else []
+            prev_term = log.term(prev)
+        except CompactedError:
+            return None
+        return replace(m, prev_index=prev, prev_term=prev_term, entries=tuple(entries))
 
     def _deliver_due(self) -> None:
         net = self.net
@@ -463,24 +732,32 @@ class Simulation:
 
     # ---- the driver loop: save, send, apply, advance ------------------------------------
 
+    def _save(self, node: SimNode, rd: Ready) -> None:
+        node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        self.checker.on_save(node, rd)
+
     def _process_ready(self, node: SimNode, rd: Ready) -> None:
         raft = node.raft
         assert raft is not None
-        node.pending = None
+        node.pending = rd
         if self.sends_before_save:
             # A broken driver (bug injection): the promises leave before the disk has them.
             for m in rd.messages:
                 self._send(m)
             if self.rng.random() < self.crash_after_save:
+                node.pending = None  # this driver's save never started
                 self._crash(node)
                 return
             rd.messages = []
-        node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
-        self.checker.on_save(node, rd)
+        self._save(node, rd)
+        node.pending = None  # the save returned: now, and only now, send
+        if raft.role is Role.LEADER:
+            self.checker.on_leader(node, raft)  # a single voter's term is saved now
         if self.crash_after_save and self.rng.random() < self.crash_after_save:
             self._crash(node)  # durable, but nobody heard of it
             return
         for m in rd.messages:
+            assert node.pending is None, "driver sends before its save returned"
             self._send(m)
         if rd.snapshot is not None:
             self.checker.on_restore(node, rd.snapshot.data)
@@ -506,37 +783,58 @@ class Simulation:
         except (NotLeader, ProposalDropped):
             pass
 
-    def _read(self, node: SimNode) -> None:
+    def _read(self, node: SimNode) -> int | None:
+        """Ask node for a ReadIndex read; its ctx if the core took it."""
         assert node.raft is not None
-        ctx = self.next_ctx
-        self.next_ctx += 1
+        node.ctx_seq += 1
+        ctx = node.ctx_prefix << 32 | node.ctx_seq
+        assert ctx not in node.reads, "a read ctx repeated"
         try:
             node.raft.read_index(ctx)
         except (NotLeader, ProposalDropped):
-            return
+            return None
         node.reads[ctx] = self.checker.max_commit
+        return ctx
 
     def _change_membership(self, leader: SimNode) -> None:
         raft = leader.raft
         assert raft is not None
         conf = raft.conf
         choice = self.rng.random()
+        mix = self.mix
         try:
-            if choice < 0.35 and len(conf.members) < 7:
+            if choice < 0.35 and len(conf.members) < mix.members_max:
                 nid = self.next_id
+                op = "add_learner"
+                if (
+                    mix.new_voter_rate
+                    and len(conf.voters) < mix.voters_max
+                    and self.rng.random() < mix.new_voter_rate
+                ):
+                    op = "add_voter"
+                raft.propose_conf_change(op, nid)
                 self.next_id += 1
-                raft.propose_conf_change("add_learner", nid)
                 node = SimNode(nid, MemoryStorage())
                 self.nodes[nid] = node
                 self._start(node)
-            elif choice < 0.7 and conf.learners and len(conf.voters) < 5:
+            elif choice < 0.7 and conf.learners and len(conf.voters) < mix.voters_max:
                 raft.propose_conf_change("add_voter", self.rng.choice(sorted(conf.learners)))
-            elif len(conf.voters) > 3 or conf.learners:
-                pool = sorted(conf.learners) if len(conf.voters) <= 3 else sorted(conf.members)
+            elif len(conf.voters) > mix.voters_min or conf.learners:
+                few = len(conf.voters) <= mix.voters_min
+                pool = sorted(conf.learners) if few else sorted(conf.members)
                 victim = self.rng.choice(pool)
                 raft.propose_conf_change("remove", victim)
+            else:
+                return
         except (NotLeader, ProposalDropped, ConfChangeError):
-            pass
+            return
+        if mix.isolate_after_change_rate and self.rng.random() < mix.isolate_after_change_rate:
+            self._isolate(leader.id)
+
+    def _isolate(self, nid: int) -> None:
+        for other in self.nodes:
+            if other != nid:
+                self.cut.update({(nid, other), (other, nid)})
 
     def _snapshot(self, node: SimNode) -> None:
         raft = node.raft
@@ -557,8 +855,8 @@ class Simulation:
     def _partition(self) -> None:
         ids = sorted(self.nodes)
         self.cut.clear()
-        if self.rng.random() < 0.3:
-            return  # heal
+        if self.rng.random() < 0.3 or len(ids) < 2:
+            return  # heal (or one server: nothing to split)
         if self.mix.asymmetric and self.rng.random() < 0.5:
             x = self.rng.choice(ids)
             outgoing = self.rng.random() < 0.5
@@ -590,9 +888,7 @@ class Simulation:
             self._read(rng.choice(leaders) if leaders and rng.random() < 0.5 else rng.choice(live))
         if mix.isolate_leader_rate and rng.random() < mix.isolate_leader_rate:
             for leader in self._leaders():
-                for other in self.nodes:
-                    if other != leader.id:
-                        self.cut.update({(leader.id, other), (other, leader.id)})
+                self._isolate(leader.id)
         if mix.partition_rate and rng.random() < mix.partition_rate:
             self._partition()
         if mix.replay_rate and self.sent and rng.random() < mix.replay_rate:
@@ -612,7 +908,7 @@ class Simulation:
                 node = rng.choice(live)
                 self._crash(node)
                 self._start(node)
-        down = [n for n in self.nodes.values() if n.raft is None]
+        down = [n for n in self.nodes.values() if n.raft is None and not n.held_down]
         if down and rng.random() < mix.restart_rate:
             self._start(rng.choice(down))
         if mix.membership_rate and rng.random() < mix.membership_rate:
@@ -637,6 +933,11 @@ class Simulation:
     def step(self, chaos: bool) -> None:
         self.now += 1
         rng = self.rng
+        for nid in self.down_at.pop(self.now, ()):
+            node = self.nodes[nid]
+            node.held_down = True
+            if node.raft is not None:
+                self._crash(node)
         for node in self.nodes.values():
             raft = node.raft
             if raft is not None and (node.tick_rate >= 1.0 or rng.random() < node.tick_rate):
@@ -654,7 +955,7 @@ class Simulation:
             if disk >= 1.0:
                 if node.pending is not None:
                     self._process_ready(node, node.pending)
-                if raft.has_ready():
+                if node.raft is not None and raft.has_ready():
                     self._process_ready(node, raft.ready())
             elif node.pending is not None:
                 # A slow disk: the Ready taken earlier is saved now; messages
@@ -668,14 +969,20 @@ class Simulation:
             if raft is not None and raft.role is Role.LEADER:
                 self.checker.on_leader(node, raft)
 
-    def heal(self) -> None:
+    def heal(self, keep_down: bool = False) -> None:
+        """End the faults. keep_down: the nodes down for good stay down."""
         self.cut.clear()
         self.crash_after_save = 0.0
-        self.mix = replace(self.mix, loss=0.0, dup=0.0, max_delay_ticks=1)
+        self.mix = replace(
+            self.mix, loss=0.0, dup=0.0, max_delay_ticks=1, snapshot_delay_ticks_max=0
+        )
         # Every server comes back, including removed ones: a removal proposed
         # but lost with its leader leaves the server a member, and a removed
         # server that never learned of its removal must not disrupt the rest.
         for node in self.nodes.values():
+            if keep_down and node.held_down:
+                continue
+            node.held_down = False
             if node.raft is None:
                 self._start(node)
             node.tick_rate = 1.0
@@ -684,8 +991,15 @@ class Simulation:
         try:
             for _ in range(self.mix.chaos_steps):
                 self.step(chaos=True)
-            self.heal()
-            heal_steps = self._check_liveness()
+            held = any(n.held_down for n in self.nodes.values())
+            if held:
+                # Progress while a minority is still down: a rule that needs
+                # every voter (or a leader that waits for the dead) shows here.
+                self.heal(keep_down=True)
+                heal_steps = self._check_liveness("with a minority down for good")
+            if not held or self.mix.rejoin_after_down:
+                self.heal()
+                heal_steps = self._check_liveness("after healing")
         except AssertionError as v:
             # The checker's violations and the core's own invariant assertions alike.
             kind = "" if isinstance(v, Violation) else "core assertion failed: "
@@ -700,8 +1014,13 @@ class Simulation:
             heal_steps,
         )
 
-    def _check_liveness(self) -> int:
-        """After healing: a leader, and a proposal applied by every member."""
+    def _up_members(self, raft: Raft) -> list[SimNode]:
+        """The leader's members, but for those down for good."""
+        return [self.nodes[i] for i in sorted(raft.conf.members) if not self.nodes[i].held_down]
+
+    def _check_liveness(self, phase: str) -> int:
+        """After healing: a leader, and a proposal applied by every member that
+        is up."""
         start = self.now
         probe: tuple[int, int] | None = None  # (leader term, index)
         while self.now - start < self.mix.heal_steps_max:
@@ -717,7 +1036,7 @@ class Simulation:
                     probe = (raft.term, raft.propose(b"probe"))
                 except (NotLeader, ProposalDropped):
                     continue
-            members = [self.nodes[i] for i in raft.conf.members]
+            members = self._up_members(raft)
             if all(n.raft is not None and n.applied >= probe[1] for n in members) and (
                 self.checker.applied[probe[1]] == (probe[0], b"probe")
             ):
@@ -725,8 +1044,8 @@ class Simulation:
                 self._check_steady_commits(leader)
                 return healed_in
         raise Violation(
-            f"liveness: no leader committed a proposal on all members within "
-            f"{self.mix.heal_steps_max} ticks after healing"
+            f"liveness: no leader committed a proposal on all members up within "
+            f"{self.mix.heal_steps_max} ticks {phase}"
         )
 
     def _check_steady_commits(self, leader: SimNode) -> None:
@@ -738,13 +1057,12 @@ class Simulation:
         term = raft.term
         pending: dict[int, int] = {}  # index -> tick proposed
         reads: list[tuple[SimNode, int, int]] = []  # (node, ctx, tick asked)
-        members = sorted(raft.conf.members)
+        members = self._up_members(raft)
         for k in range(self.mix.steady_proposals):
             pending[raft.propose(b"steady%d" % k)] = self.now
-            reader = self.nodes[members[k % len(members)]]
-            ctx = self.next_ctx
-            self._read(reader)
-            if ctx in reader.reads:
+            reader = members[k % len(members)]
+            ctx = self._read(reader)
+            if ctx is not None:
                 reads.append((reader, ctx, self.now))
             self.step(chaos=False)
             self._steady_progress(leader, term, pending)
@@ -758,7 +1076,8 @@ class Simulation:
         if pending:
             raise Violation(f"liveness: proposals {sorted(pending)} not applied everywhere in time")
         if reads:
-            raise Violation(f"liveness: reads {[(n.id, c) for n, c, _ in reads]} not answered")
+            asked = ", ".join(f"{c:#x} at node {n.id}" for n, c, _ in reads)
+            raise Violation(f"liveness: reads {asked} not answered")
 
     def _steady_reads(
         self, reads: list[tuple[SimNode, int, int]]
@@ -767,7 +1086,7 @@ class Simulation:
         for n, ctx, at in left:
             if self.now - at > self.mix.commit_bound_ticks:
                 raise Violation(
-                    f"liveness: read {ctx} at node {n.id} not answered "
+                    f"liveness: read {ctx:#x} at node {n.id} not answered "
                     f"{self.mix.commit_bound_ticks} ticks after it was asked"
                 )
         return left
@@ -776,8 +1095,7 @@ class Simulation:
         raft = leader.raft
         if raft is None or raft.role is not Role.LEADER or raft.term != term:
             raise Violation("liveness: leadership changed in a healthy cluster")
-        members = [self.nodes[i] for i in raft.conf.members]
-        low = min(n.applied for n in members)
+        low = min(n.applied for n in self._up_members(raft))
         for index in [i for i in pending if i <= low]:
             del pending[index]
         for index, at in pending.items():

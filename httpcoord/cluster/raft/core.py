@@ -26,9 +26,15 @@ Design notes:
   bug, thesis §4.1/errata).
 - ReadIndex: the leader records its commit index, confirms it is still leader
   with a heartbeat round acknowledged by a majority, then releases the read.
+  A follower releases a leader's answer only for a ctx it forwarded itself in
+  this term, to this leader, and not yet answered: a stale or duplicated
+  answer (from before a restart, a term change or a lost leadership) is
+  dropped rather than released.
 - The rules the simulator's bug-injection test breaks are small overridable
-  methods (``_log_ok_for_vote``, ``_commit_term_ok``, ``_hard_state``,
-  ``_apply_limit``, ``_read_needs_quorum``); nothing else should override them.
+  methods (``_log_ok_for_vote``, ``_commit_term_ok``, ``_commit_quorum_size``,
+  ``_follower_commit_limit``, ``_conf_change_allowed``, ``_hard_state``,
+  ``_apply_limit``, ``_read_needs_quorum``, ``_read_response_known``);
+  nothing else should override them.
 """
 
 from __future__ import annotations
@@ -210,6 +216,9 @@ class Raft:
         self._reads: deque[_PendingRead] = deque()
         self._reads_waiting_commit: list[tuple[int, int]] = []  # (requester, ctx)
         self._read_seq = 0
+        # ctx -> the leader a read was forwarded to, oldest first; only answers
+        # to these are released (bounded by max_pending_reads).
+        self._forwarded_reads: dict[int, int] = {}
         self.election_elapsed = 0
         self._heartbeat_elapsed = 0
         self._randomized_timeout = 0
@@ -278,8 +287,8 @@ class Raft:
         """One membership change: 'add_learner', 'add_voter' (new or a learner),
         or 'remove'. Returns the index of the membership entry."""
         self._check_can_propose(1)
-        if self._pending_conf_index > self.log.committed:
-            raise ProposalDropped("a membership change is still uncommitted")
+        if not self._conf_change_allowed():
+            raise ProposalDropped("a membership change or this leader's no-op is uncommitted")
         new = _changed_conf(self.conf, op, node_id)
         index = self.log.last_index() + 1
         self._pending_conf_index = index
@@ -288,11 +297,19 @@ class Raft:
 
     def read_index(self, ctx: int) -> None:
         """Ask for a linearizable read; a ReadState(ctx, index) appears in a later
-        Ready. ctx must be unique among this node's outstanding reads. Reads are
-        dropped (never answered wrongly) if leadership is lost meanwhile."""
+        Ready. ctx must be unique among this node's outstanding reads, and
+        should never repeat across restarts (a stale answer to an earlier
+        incarnation's read could otherwise be taken for the new one's). Reads
+        are dropped (never answered wrongly) if leadership is lost meanwhile."""
         if self.role is Role.LEADER:
             self._leader_read(self.id, ctx)
         elif self.lead != NONE:
+            fw = self._forwarded_reads
+            if len(fw) >= self.cfg.max_pending_reads:
+                # The oldest is the likeliest to have been lost on the way;
+                # its caller times out as it would have anyway.
+                del fw[next(iter(fw))]
+            fw[ctx] = self.lead
             self._send(ReadIndexRequest(self.id, self.lead, self.term, ctx))
         else:
             raise NotLeader(NONE)
@@ -400,7 +417,27 @@ class Raft:
         # is durable, storage holds neither it nor the log it replaced, so as a
         # leader this node could not serve a follower behind that point (as in
         # etcd's raft, which refuses to campaign with a snapshot in progress).
-        return self.id in self.conf.voters and self.log.unstable_snapshot() is None
+        if self.log.unstable_snapshot() is not None:
+            return False
+        if self.id in self.conf.voters:
+            return True
+        # A voter whose own removal is in its log but not yet committed still
+        # campaigns (its votes are counted in the new configuration, which it
+        # then commits before stepping down). Otherwise removing one of two
+        # voters deadlocks when the leader is deposed before the other has the
+        # removal: the other needs this node's vote, and its log is behind.
+        return self.id in self._committed_conf().voters
+
+    def _committed_conf(self) -> ConfState:
+        """The newest configuration at or below the commit index (the history
+        always keeps one: see _trim_confs)."""
+        committed = self.log.committed
+        conf = self._confs[0][1]
+        for index, c in self._confs:
+            if index > committed:
+                break
+            conf = c
+        return conf
 
     def status(self) -> dict[str, object]:
         """A JSON-ready view for /v1/cluster and metrics (not for decisions)."""
@@ -435,11 +472,34 @@ class Raft:
         # ones commit indirectly (Figure 8 shows why).
         return self.log.term(index) == self.term
 
+    def _commit_quorum_size(self) -> int:
+        # A majority, not every voter: a voter down for good must not stop writes.
+        return len(self.conf.voters) // 2 + 1
+
+    def _follower_commit_limit(self, m: AppendEntries, last_new: int) -> int:
+        # Only what this append proved to match the leader: entries past
+        # last_new may be a stale suffix of an older term that the leader has
+        # not overwritten yet (a short, split or stale append stops before it).
+        return last_new
+
+    def _conf_change_allowed(self) -> bool:
+        # The previous change is committed and so is this leader's no-op
+        # (_become_leader points _pending_conf_index at it). Without the no-op
+        # rule a new leader could commit a change that conflicts with one an
+        # earlier leader left uncommitted on other servers (thesis §4.1 errata).
+        return self._pending_conf_index <= self.log.committed
+
     def _apply_limit(self) -> int:
         return self.log.committed
 
     def _read_needs_quorum(self) -> bool:
         return True
+
+    def _read_response_known(self, m: ReadIndexResponse) -> bool:
+        # An answer counts once, and only for a read this incarnation forwarded
+        # to this leader in this term (the set is emptied on any term change
+        # or loss of the leader).
+        return self._forwarded_reads.pop(m.ctx, NONE) == m.src
 
     # ==== role transitions ===========================================================
 
@@ -458,6 +518,7 @@ class Raft:
         self.prs = {}
         self._reads.clear()
         self._reads_waiting_commit = []
+        self._forwarded_reads.clear()
         self._committed_in_term = False
 
     def _become_follower(self, term: int, lead: int) -> None:
@@ -472,6 +533,7 @@ class Raft:
         # inflates its term and never disrupts the cluster when it returns.
         self._votes = {}
         self.lead = NONE
+        self._forwarded_reads.clear()  # the leader they went to is presumed gone
         self.role = Role.PRE_CANDIDATE
         self._step = self._step_candidate
         self._tick = self._tick_election
@@ -631,7 +693,7 @@ class Raft:
             self._handle_snapshot(m)
         elif isinstance(m, TimeoutNow):
             self._campaign(transfer=True)
-        elif isinstance(m, ReadIndexResponse):
+        elif isinstance(m, ReadIndexResponse) and self._read_response_known(m):
             self._read_states.append(ReadState(m.ctx, m.index))
 
     def _step_candidate(self, m: Message) -> None:
@@ -655,7 +717,7 @@ class Raft:
                 if ci:
                     assert ci > log.committed, "a leader conflicts with a committed entry"
                     self._append_entries(list(m.entries[ci - m.entries[0].index :]))
-            log.commit_to(min(m.commit, last_new))
+            log.commit_to(min(m.commit, self._follower_commit_limit(m, last_new)))
             self._send(AppendResponse(self.id, m.src, self.term, False, last_new))
             return
         hint = min(m.prev_index, log.last_index())
@@ -832,7 +894,7 @@ class Raft:
         if not voters:
             return False
         matches = sorted((self.prs[v].match for v in voters if v in self.prs), reverse=True)
-        q = len(voters) // 2 + 1
+        q = self._commit_quorum_size()
         if len(matches) < q:
             return False
         index = matches[q - 1]
@@ -847,7 +909,10 @@ class Raft:
             self._committed_in_term = True
             waiting, self._reads_waiting_commit = self._reads_waiting_commit, []
             for requester, ctx in waiting:
-                self._leader_read(requester, ctx)
+                try:
+                    self._leader_read(requester, ctx)
+                except ProposalDropped:
+                    pass  # too many pending reads: dropped, its caller retries
         if self.id not in self.conf.voters and self._confs[-1][0] <= self.log.committed:
             # Our own removal is committed: stop leading (thesis §4.2.2). The
             # others time out and elect a leader among themselves.
