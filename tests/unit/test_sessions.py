@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from httpcoord.cluster.node import LocalNode, NodeLimits
+from httpcoord.cluster.node import ClusterConfig, Node, NodeLimits
 from httpcoord.cluster.sessions import SessionTracker
 from httpcoord.errors import (
     BadArguments,
@@ -45,12 +45,24 @@ def clock() -> Clock:
     return Clock()
 
 
-async def open_node(path: Path, clock: Clock) -> LocalNode:
-    node = await LocalNode.open(
-        path, NodeLimits(), wall_ms=lambda: clock.wall_ms, monotonic_ms=lambda: clock.mono_ms
+async def open_node(path: Path, clock: Clock) -> Node:
+    node = await Node.open(
+        path,
+        ClusterConfig(),
+        NodeLimits(),
+        wall_ms=lambda: clock.wall_ms,
+        monotonic_ms=lambda: clock.mono_ms,
     )
     node.start(maintenance=False)
     return node
+
+
+def exists(node: Node, path: str) -> bool:
+    try:
+        node.get(path)
+    except NoNode:
+        return False
+    return True
 
 
 # ---- the tracker ---------------------------------------------------------------
@@ -239,10 +251,10 @@ async def test_session_expires_at_its_ttl_with_its_ephemerals(tmp_path: Path, cl
     await node.propose((CreateOp("/e", ephemeral_owner="s"),))
     clock.advance(1999)
     assert await node.expire_sessions() == []
-    assert node.tree.exists("/e")
+    assert exists(node, "/e")
     clock.advance(1)
     assert await node.expire_sessions() == ["s"]
-    assert not node.tree.exists("/e") and "s" not in node.tree.sessions
+    assert not exists(node, "/e") and node.session("s") is None
     with pytest.raises(SessionExpired):
         node.heartbeat("s")
     await node.close()
@@ -251,13 +263,13 @@ async def test_session_expires_at_its_ttl_with_its_ephemerals(tmp_path: Path, cl
 async def test_heartbeats_keep_a_session_alive(tmp_path: Path, clock: Clock) -> None:
     node = await open_node(tmp_path, clock)
     await node.propose((OpenSessionOp("s", 2000),))
-    fsyncs = node.log_store.fsyncs
+    fsyncs = node.storage.fsyncs
     for _ in range(10):
         clock.advance(1500)
         assert node.heartbeat("s") == 2000
         assert await node.expire_sessions() == []
     # Heartbeats are not log entries.
-    assert node.log_store.fsyncs == fsyncs
+    assert node.storage.fsyncs == fsyncs
     await node.close()
 
 
@@ -269,13 +281,13 @@ async def test_a_session_survives_a_restart_with_its_full_ttl(tmp_path: Path, cl
     await node.close()
     clock.advance(60_000)  # the server was down far longer than the ttl
     node = await open_node(tmp_path, clock)
-    assert node.tree.exists("/e")
+    assert exists(node, "/e")
     clock.advance(1999)
     assert await node.expire_sessions() == []
     node.heartbeat("s")
     clock.advance(2000)
     assert await node.expire_sessions() == ["s"]
-    assert not node.tree.exists("/e")
+    assert not exists(node, "/e")
     await node.close()
 
 
@@ -286,7 +298,7 @@ async def test_closing_a_session_is_durable(tmp_path: Path, clock: Clock) -> Non
     await node.propose((CloseSessionOp("s"),))
     await node.close()
     node = await open_node(tmp_path, clock)
-    assert not node.tree.exists("/e") and node.tree.sessions == {}
+    assert not exists(node, "/e") and node.session_count == 0
     assert len(node.sessions) == 0
     await node.close()
 
@@ -302,5 +314,22 @@ async def test_reaper_removes_containers_and_ttl_nodes(tmp_path: Path, clock: Cl
     assert await node.reap() == []
     clock.advance(1)
     assert await node.reap() == ["/t"]
-    assert not node.tree.exists("/c") and not node.tree.exists("/t")
+    assert not exists(node, "/c") and not exists(node, "/t")
+    await node.close()
+
+
+async def test_an_expired_session_is_announced_and_others_keep_their_deadline(
+    tmp_path: Path, clock: Clock
+) -> None:
+    node = await open_node(tmp_path, clock)
+    closed: list[str] = []
+    node.session_closed_listeners.append(closed.append)
+    await node.propose((OpenSessionOp("a", 1000),))
+    await node.propose((OpenSessionOp("b", 5000),))
+    clock.advance(1000)
+    assert await node.expire_sessions() == ["a"]
+    # Keepalive sockets learn of the close from the applied txn.
+    assert closed == ["a"]
+    assert node.session_expires_in_ms("b") == 4000
+    assert node.session_expires_in_ms("a") is None
     await node.close()
