@@ -23,7 +23,8 @@ Design notes:
   effect as soon as its entry is in a node's log (thesis §4.1). A leader
   accepts a change only when the previous one is committed and it has
   committed an entry of its own term (the fix for the single-server-change
-  bug, thesis §4.1/errata).
+  bug, thesis §4.1/errata). A voter whose own removal is in its log but not
+  yet committed may still campaign (see ``promotable``).
 - ReadIndex: the leader records its commit index, confirms it is still leader
   with a heartbeat round acknowledged by a majority, then releases the read.
   A follower releases a leader's answer only for a ctx it forwarded itself in
@@ -77,7 +78,7 @@ class Config:
     max_bytes_per_msg: int = 1 << 20
     max_inflight_msgs: int = 64  # appends in flight per follower (pipelining)
     max_uncommitted_entries: int = 1 << 20  # beyond: proposals are dropped
-    max_pending_reads: int = 4096
+    max_pending_reads: int = 4096  # per queue: leader reads, and reads a follower forwarded
     max_apply_bytes_per_ready: int = 64 << 20
     pre_vote: bool = True
     check_quorum: bool = True
