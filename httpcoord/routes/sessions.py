@@ -12,7 +12,7 @@ import secrets
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import ValidationError
 
-from httpcoord.errors import BadArguments, SessionExpired
+from httpcoord.errors import BadArguments, SessionExpired, Unavailable
 from httpcoord.routes.expect import expect_body_within
 from httpcoord.routes.keys import CONFIG, NODE
 from httpcoord.routes.models import SessionRequest
@@ -144,6 +144,10 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
             node.heartbeat(session_id)
     except SessionExpired:
         await ws.close(code=WS_SESSION_EXPIRED, message=b"SessionExpired")
+    except Unavailable:
+        # This node lost its leader: the session may well live on, but not
+        # through here. "Try again later" tells the client to move.
+        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=b"Unavailable")
     except asyncio.CancelledError as cancelled:
         if cancelled.args == (SESSION_GONE,):
             task.uncancel()

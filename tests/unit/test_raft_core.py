@@ -396,3 +396,23 @@ def test_steps_between_ready_and_advance_go_into_the_next_ready() -> None:
     assert [e.index for e in rd2.entries] == [idx2]
     assert [m.index for m in rd2.messages if isinstance(m, AppendResponse)] == [idx2]
     f.advance(rd2)
+
+
+def test_a_voter_joins_only_as_a_learner_that_has_caught_up() -> None:
+    c = Cluster()
+    lead = c.elect(1)
+    c.stabilize()
+    with pytest.raises(ConfChangeError, match="learner"):
+        lead.propose_conf_change("add_voter", 4)  # a newcomer straight to voter
+    lead.propose_conf_change("add_learner", 4)
+    c.stabilize()
+    # Node 4 never started: it holds nothing, so it cannot be promoted.
+    with pytest.raises(ProposalDropped, match="caught up"):
+        lead.propose_conf_change("add_voter", 4)
+    assert lead.conf.voters == {1, 2, 3}
+    c.start(4, MemoryStorage())
+    c.stabilize()
+    c.tick(n=3)
+    lead.propose_conf_change("add_voter", 4)
+    c.stabilize()
+    assert c.nodes[4].conf.voters == {1, 2, 3, 4}

@@ -139,3 +139,9 @@ def test_malformed_entries_are_rejected(bad_entries: object) -> None:
 def test_conf_state_rejects_a_node_in_both_sets() -> None:
     with pytest.raises(MessageDecodeError):
         ConfState.decode(b'{"voters": [1], "learners": [1]}')
+
+
+def test_a_message_type_that_is_not_a_string_is_refused() -> None:
+    for raw in (b'{"t": []}', b'{"t": {}}', b'{"t": 1}', b'{"t": null}'):
+        with pytest.raises(MessageDecodeError):
+            decode_message(raw)

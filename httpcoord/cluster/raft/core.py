@@ -285,11 +285,27 @@ class Raft:
         return base + len(items) - 1
 
     def propose_conf_change(self, op: str, node_id: int) -> int:
-        """One membership change: 'add_learner', 'add_voter' (new or a learner),
-        or 'remove'. Returns the index of the membership entry."""
+        """One membership change: 'add_learner', 'add_voter' (a learner that
+        has caught up), or 'remove'. Returns the index of the membership entry."""
         self._check_can_propose(1)
         if not self._conf_change_allowed():
             raise ProposalDropped("a membership change or this leader's no-op is uncommitted")
+        if op == "add_voter" and node_id not in self.conf.voters:
+            # A voter that cannot answer yet (never started, far behind) would
+            # count in every quorum at once: going from one voter to two with
+            # a newcomer that never starts stops all writes for good. So a
+            # node joins as a learner and is promoted once it holds
+            # everything committed.
+            if node_id not in self.conf.learners:
+                raise ConfChangeError(
+                    f"node {node_id} must first be added as a learner and catch up"
+                )
+            pr = self.prs.get(node_id)
+            if pr is None or pr.match < self.log.committed:
+                match = 0 if pr is None else pr.match
+                raise ProposalDropped(
+                    f"learner {node_id} has not caught up yet ({match} of {self.log.committed})"
+                )
         new = _changed_conf(self.conf, op, node_id)
         index = self.log.last_index() + 1
         self._pending_conf_index = index

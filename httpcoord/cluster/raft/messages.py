@@ -326,7 +326,8 @@ def decode_message(raw: bytes) -> Message:
         raise MessageDecodeError(f"not JSON: {exc}") from None
     if type(obj) is not dict:
         raise MessageDecodeError("a message must be a JSON object")
-    cls = _TYPES.get(obj.get("t"))  # type: ignore[arg-type]
+    kind = obj.get("t")
+    cls = _TYPES.get(kind) if type(kind) is str else None
     if cls is None:
         raise MessageDecodeError(f"unknown message type {obj.get('t')!r}")
     expected = {name for name, _ in _FIELDS[cls]} | {"t"}
