@@ -1200,7 +1200,8 @@ def target_lines(results: dict[str, dict[str, Any]], args: argparse.Namespace) -
                 if a and b:
                     verdict = "met" if a.load.ops_per_s >= b.load.ops_per_s else "NOT met"
                     out.append(
-                        f"{'writes' if op == 'put' else 'reads'}/s at {c} clients >= etcd's: "
+                        f"{'writes' if op == 'put' else 'reads'}/s at {c} client{'s' if c > 1 else ''}"
+                        f" >= etcd's: "
                         f"{verdict} ({a.load.ops_per_s:.0f} vs {b.load.ops_per_s:.0f})"
                     )
     if hc and zk:
