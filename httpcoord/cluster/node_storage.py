@@ -560,7 +560,11 @@ class MirroredStorage(ABC):
         if self._closing:
             return
         if self._gc_task is None or self._gc_task.done():
-            self._gc_task = asyncio.get_running_loop().create_task(self._gc(), name="storage-gc")
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return  # a stream finalized after its loop ended: the next open collects
+            self._gc_task = loop.create_task(self._gc(), name="storage-gc")
         else:
             self._gc_again = True
 
