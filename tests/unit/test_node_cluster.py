@@ -393,6 +393,26 @@ async def test_a_proposal_whose_fate_is_not_known_in_time_is_outcome_unknown(
         assert not exists(old, "/maybe") and exists(old, "/after")
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="node.py: close() fails every write waiting for its apply with Unavailable"
+    " ('retrying is safe'), even one the leader has already committed",
+)
+async def test_a_forwarded_write_in_flight_when_its_node_closes_is_outcome_unknown(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        leader = await c.leader()
+        f, _g = c.others(leader)
+        c.net.cut(leader.node_id, f.node_id, calls=False)
+        write = asyncio.ensure_future(f.propose((CreateOp("/w"),)))
+        await poll("the leader applied it", lambda: exists(leader, "/w"))
+        await f.close()
+        # Committed: a client told "nothing was done, retry" would write it twice.
+        with pytest.raises(OutcomeUnknown):
+            await asyncio.wait_for(write, POLL_DEADLINE_S)
+
+
 # ---- reads ----------------------------------------------------------------------------------
 
 
