@@ -161,8 +161,6 @@ class SqliteStorage(MirroredStorage):
         as a cluster of one (bootstrap_voters == [node_id]), else refused.
         fail_point (tests) is called at the steps of a migration."""
         data_dir = Path(data_dir)
-        if bootstrap_voters and node_id not in bootstrap_voters:
-            raise ValueError(f"node {node_id} is not among the founding voters {bootstrap_voters}")
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / FILE_NAME
         db = await aiosqlite.connect(path, isolation_level=None)
@@ -330,6 +328,8 @@ def _open_sync(
     version = _schema_version(conn)
     migrated = False
     if version is None:
+        if voters and node_id not in voters:
+            raise ValueError(f"node {node_id} is not among the founding voters {list(voters)}")
         _transaction(conn, lambda c: _initialize(c, node_id, cluster_id, voters))
     elif version == 1:
         _migrate_v1(conn, data_dir, node_id, cluster_id, voters, fail_point)

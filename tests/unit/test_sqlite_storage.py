@@ -151,6 +151,7 @@ async def test_a_node_that_will_join_starts_empty(tmp_path: Path) -> None:
 async def test_a_founder_must_be_one_of_the_voters(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not among the founding voters"):
         await SqliteStorage.open(tmp_path, 4, "c", [1, 2, 3])
+    assert _sql(tmp_path, "SELECT name FROM sqlite_master WHERE type='table'") == []
 
 
 async def test_a_schema_from_a_newer_release_is_refused(tmp_path: Path) -> None:
@@ -173,6 +174,19 @@ async def test_a_gap_in_the_stored_log_is_detected_at_open(tmp_path: Path) -> No
     conn.commit()
     conn.close()
     with pytest.raises(StorageCorrupt, match="expected entry 3, found 4"):
+        await SqliteStorage.open(tmp_path, 1, "c", [1])
+
+
+async def test_a_snapshot_missing_chunks_is_detected_at_open(tmp_path: Path) -> None:
+    s = await SqliteStorage.open(tmp_path, 1, "c", [1])
+    await s.save(HardState(1, 0, 3), None, [_e(2, 1), _e(3, 1)])
+    assert await s.create_snapshot(3, ConfState(frozenset({1})), 0, [b"a", b"b"], 0) is not None
+    await s.close()
+    conn = sqlite3.connect(tmp_path / FILE_NAME)
+    conn.execute("DELETE FROM chunks WHERE seq = 1")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StorageCorrupt, match="has 1 of its 2 chunks"):
         await SqliteStorage.open(tmp_path, 1, "c", [1])
 
 

@@ -451,6 +451,78 @@ async def test_the_same_snapshot_staged_twice_keeps_one_copy(backend: Backend) -
     assert await _read(s, s.snapshot()) == chunks
 
 
+async def test_a_stream_longer_than_its_descriptor_is_cut_off_at_once(backend: Backend) -> None:
+    s = await _with_log(backend, 3, 3)
+    meta, descriptor, _ = _received(9, 2, b"long")
+    pulled = 0
+
+    async def endless(chunk: bytes) -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while pulled < 10_000:
+            pulled += 1
+            yield chunk
+
+    for chunk in (b"", b"y" * 5_000):  # too many chunks; too many bytes
+        pulled = 0
+        with pytest.raises(SnapshotCorrupt, match="longer than its descriptor"):
+            await s.stage_snapshot(meta, descriptor, endless(chunk))
+        assert pulled <= 4
+    assert await backend.chunk_sets(s) == set()
+
+
+async def test_garbage_collection_never_takes_a_snapshot_being_written(
+    backend: Backend,
+) -> None:
+    s = await _with_log(backend, 10, 10)
+    s.snapshot_txn_bytes = 1  # a transaction per chunk
+    s.before_snapshot_visible = s.collect_garbage  # chunks written, not yet visible
+    snap = await s.create_snapshot(10, CONF, 10, _chunks(b"own", 4), 0)
+    assert snap is not None
+    assert await _read(s, snap) == _chunks(b"own", 4)
+    meta, descriptor, chunks = _received(20, 2, b"recv")
+
+    async def collecting_midway() -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            if i == 2:
+                await s.collect_garbage()
+            yield chunk
+
+    staged = await s.stage_snapshot(meta, descriptor, collecting_midway())
+    await s.save(HardState(2, 0, 20), staged, [])
+    s = await backend.reopen(s)
+    assert await _read(s, s.snapshot()) == chunks
+
+
+async def test_staged_snapshots_older_than_the_visible_one_are_dropped(
+    backend: Backend,
+) -> None:
+    s = await _with_log(backend, 3, 3)
+    older = await s.stage_snapshot(*_staged_args(_received(9, 2, b"older")))
+    newer = await s.stage_snapshot(*_staged_args(_received(12, 2, b"newer")))
+    later = await s.stage_snapshot(*_staged_args(_received(30, 3, b"later")))
+    await s.save(HardState(2, 0, 12), newer, [])
+    with pytest.raises(SnapshotMissing):
+        s.snapshot_chunks(older)
+    assert await _read(s, later) == _chunks(b"later")  # newer than the saved one: kept
+    assert len(await backend.chunk_sets(s)) == 2
+    await s.save(HardState(3, 0, 30), None, [_e(i, 3) for i in range(13, 31)])
+    own = await s.create_snapshot(20, CONF, 20, _chunks(b"own"), 0)
+    assert own is not None
+    assert await _read(s, later) == _chunks(b"later")
+    own = await s.create_snapshot(30, CONF, 30, _chunks(b"own30"), 0)
+    assert own is not None
+    with pytest.raises(SnapshotMissing):
+        s.snapshot_chunks(later)
+    assert len(await backend.chunk_sets(s)) == 1
+
+
+def _staged_args(
+    received: tuple[SnapshotMeta, bytes, list[bytes]],
+) -> tuple[SnapshotMeta, bytes, AsyncIterator[bytes]]:
+    meta, descriptor, chunks = received
+    return meta, descriptor, _aiter(chunks)
+
+
 # ---- all or nothing ----------------------------------------------------------------------------
 
 
@@ -471,9 +543,14 @@ async def test_a_save_that_fails_midway_changes_nothing(backend: Backend, step: 
         await s.save(HardState(2, 1, 10), staged, [_e(11, 2), _e(12, 2)])
     assert _state(s) == before and s.fsyncs == fsyncs
     s.fail_point = None
-    # The staged snapshot is still there: the same save now succeeds.
+    s = await backend.reopen(s)
+    assert _state(s) == before
+    # Staged again (a reopen forgets staged snapshots), the same save succeeds.
+    staged = await s.stage_snapshot(meta, descriptor, _aiter(chunks))
     await s.save(HardState(2, 1, 10), staged, [_e(11, 2), _e(12, 2)])
+    s = await backend.reopen(s)
     assert s.snapshot() == staged and s.last_index() == 12
+    assert await _read(s, staged) == chunks
 
 
 @pytest.mark.parametrize("step", ["entries", "hard_state"])
