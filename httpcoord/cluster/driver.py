@@ -10,7 +10,9 @@ Every turn of ``Driver.run`` does, in this order:
    round);
 4. if the core has a ``Ready``:
    a. save its hard state, snapshot and entries: one transaction, one fsync
-      (group commit: everything the turn gathered);
+      (group commit: everything the turn gathered); a hard state whose only
+      change is the commit index is not saved on its own (Raft needs the
+      commit index nowhere durable) but with the next save;
    b. only then send its messages (a vote, an append acknowledgement or an
       append of the leader's own entries promises what is on disk);
    c. then restore its snapshot and apply its committed entries to the state
@@ -34,7 +36,7 @@ from typing import Protocol
 
 from httpcoord.cluster.node_storage import NodeStorage
 from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Ready, Role, SoftState
-from httpcoord.cluster.raft.messages import NONE, Entry, Message, Snapshot
+from httpcoord.cluster.raft.messages import NONE, Entry, HardState, Message, Snapshot
 from httpcoord.errors import Unavailable
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,10 @@ class Driver:
         self._stopping = False
         self.failed: BaseException | None = None
         self.soft_state = SoftState(NONE, Role.FOLLOWER)
+        # The hard state last saved, and one whose only change (the commit
+        # index) was not saved on its own.
+        self._saved_hs: HardState | None = None
+        self._unsaved_hs: HardState | None = None
         self.dropped_msgs = 0
         self.turns = 0
 
@@ -247,8 +253,18 @@ class Driver:
 
     async def _handle(self, rd: Ready) -> None:
         # (a) durable first: one transaction, one fsync.
-        if rd.hard_state is not None or rd.snapshot is not None or rd.entries:
-            await self.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        hs = rd.hard_state
+        if rd.snapshot is None and not rd.entries and hs is not None and self._commit_only(hs):
+            # Only the commit index moved. Raft needs it nowhere durable (a
+            # restarted node learns it again from the leader), and an fsync
+            # for it alone put a second fsync on every write's path. It goes
+            # out with the next save.
+            self._unsaved_hs = hs
+        elif hs is not None or rd.snapshot is not None or rd.entries:
+            await self.storage.save(hs or self._unsaved_hs, rd.snapshot, rd.entries)
+            self._unsaved_hs = None
+            if hs is not None:
+                self._saved_hs = hs
         # (b) then tell the peers.
         if rd.messages:
             self.transport.send(rd.messages)
@@ -264,9 +280,23 @@ class Driver:
             for future in futures:
                 if not future.done():
                     future.set_result(rs.index)
-        if self._read_waiting and rd.soft_state.leader == NONE:
-            # Leadership lost: the core drops pending reads, never answers them.
+        if self._read_waiting and rd.soft_state.leader != self.soft_state.leader:
+            # Leadership changed: the core drops pending reads (never answers
+            # them wrongly), so their callers would wait out their timeout.
             self._fail_reads(Unavailable("leadership changed during a linearizable read"))
+
+    def _commit_only(self, hs: HardState) -> bool:
+        saved = self._saved_hs
+        return saved is not None and hs.term == saved.term and hs.vote == saved.vote
+
+    async def save_commit(self) -> None:
+        """Make the newest commit index durable (before a snapshot at an
+        index only that commit covers). Saves through the same storage,
+        whose writes are ordered, so it never lands after a newer state."""
+        hs = self._unsaved_hs
+        if hs is not None:
+            self._unsaved_hs = None
+            await self.storage.save(hs, None, [])
 
     def _fail_reads(self, exc: Exception) -> None:
         waiting, self._read_waiting = self._read_waiting, {}

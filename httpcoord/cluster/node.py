@@ -8,8 +8,8 @@ one write path.
 Writes: ``propose(ops)`` on the leader stamps the txn with
 max(previous stamp, wall clock) (so ctime, mtime and TTL reaping are
 monotonic and identical on every replica) and hands it to the driver; on a
-follower it is forwarded to the leader in one hop (``/peer/v1/propose``),
-which answers with the (index, term) the entry got. Either way the caller
+follower it is forwarded to the leader in one hop (``/peer/v1/propose``,
+batched: see ``forward``), which answers with the (index, term) the entry got. Either way the caller
 then waits until THIS node has applied that index: the answer is this node's
 own apply result, so a client reads its own write on the node it talks to.
 Another entry at that index means the write was not committed (503
@@ -49,12 +49,14 @@ from typing import Any
 import orjson
 
 from httpcoord.cluster.driver import Driver, DriverLimits, Transport
+from httpcoord.cluster.forward import PROPOSE_PATH, Forwarder, ForwardLimits, encode_answers
 from httpcoord.cluster.node_storage import NodeStorage, decode_descriptor
 from httpcoord.cluster.raft.core import Config as RaftConfig
 from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Role, SoftState
 from httpcoord.cluster.raft.messages import NONE, Entry, EntryKind, Message, Snapshot
 from httpcoord.cluster.raft.storage import CompactedError
 from httpcoord.cluster.sessions import SessionTracker
+from httpcoord.cluster.transport import PeerError, PeerUnavailable
 from httpcoord.errors import (
     BadArguments,
     CoordError,
@@ -81,7 +83,6 @@ from httpcoord.watch.history import History
 log = logging.getLogger(__name__)
 
 # Routes of the peer listener the node serves itself (the transport adds its own).
-PROPOSE_PATH = "/peer/v1/propose"
 TOUCH_PATH = "/peer/v1/sessions/touch"
 STATUS_PATH = "/peer/v1/status"
 
@@ -211,7 +212,13 @@ class Node:
         )
         self.transport: Transport = _NoPeers()
         self.driver = Driver(core, storage, self.transport, self, monotonic_ms, rng, driver_limits)
-        self._stamp_ms = 0  # the newest txn time seen: stamps never go back
+        self.forwarder = Forwarder(
+            lambda: self.transport, ForwardLimits(), limits.request_timeout_ms
+        )
+        # The newest txn time seen: stamps never go back. Txns a snapshot
+        # covers are gone from the log; the tree's own times stand for them.
+        self._stamp_ms = tree.newest_time_ms()
+        self._stamp_floor_term = 0  # the term whose log the floor was raised from
         self._index_waiters: dict[int, list[tuple[int, asyncio.Future[Outcome]]]] = {}
         self._recent: deque[tuple[int, int, Outcome]] = deque(maxlen=limits.recent_outcomes_max)
         self._applied_waiters = _Waiters()
@@ -346,11 +353,20 @@ class Node:
                 self._lock_fd = None
 
     def _fail_all(self, exc: CoordError) -> None:
+        # A write waiting for its apply has an index: the leader logged it and
+        # may well commit it, so "retry is safe" would be a lie. Unless this
+        # node leads in that write's term and never saved its entry: a leader
+        # sends only what it saved, so nobody else has it.
+        unknown = OutcomeUnknown(f"{exc.detail}; the write may or may not have been applied")
+        core = self.driver.core
+        saved = self.storage.last_index()
         waiters, self._index_waiters = self._index_waiters, {}
-        for entries in waiters.values():
-            for _, future in entries:
-                if not future.done():
-                    future.set_exception(exc)
+        for index, entries in waiters.items():
+            for term, future in entries:
+                if future.done():
+                    continue
+                never_sent = core.role is Role.LEADER and term == core.term and index > saved
+                future.set_exception(exc if never_sent else unknown)
         self._applied_waiters.fail(exc)
         self._zxid_waiters.fail(exc)
 
@@ -383,7 +399,9 @@ class Node:
         elif driver.leader == NONE or not driver.has_live_leader():
             raise Unavailable("no leader is known: this node cannot reach a majority")
         else:
-            index, term = await self._forward(driver.leader, Txn(ops, 0, multi))
+            index, term = await self.forwarder.forward(
+                driver.leader, encode_txn(Txn(ops, 0, multi))
+            )
         outcome = await self._outcome(index, term, deadline)
         if isinstance(outcome, CoordError):
             raise outcome
@@ -393,6 +411,12 @@ class Node:
 
     async def _propose_here(self, txn: Txn) -> tuple[int, int]:
         """Leader: stamp, encode, queue for the next turn; (index, term)."""
+        core = self.driver.core
+        if self._stamp_floor_term != core.term:
+            # The first write of this leadership: start above every txn the
+            # log holds (the previous leader's may not be applied yet).
+            self._stamp_floor_term = core.term
+            self._stamp_ms = max(self._stamp_ms, self._newest_stamp_in_log())
         stamp = max(self._stamp_ms, self._wall_ms())
         self._stamp_ms = stamp
         data = encode_txn(Txn(txn.ops, stamp, txn.multi))
@@ -412,33 +436,13 @@ class Node:
         finally:
             self._pending_bytes -= len(data)
 
-    async def _forward(self, leader: int, txn: Txn) -> tuple[int, int]:
-        from httpcoord.cluster.transport import OutcomeUnknown as PeerOutcomeUnknown
-        from httpcoord.cluster.transport import PeerCallFailed, PeerUnavailable
-
-        try:
-            raw = await self.transport.call(
-                leader, PROPOSE_PATH, encode_txn(txn), self.limits.request_timeout_ms
-            )
-        except PeerUnavailable:
-            raise Unavailable(f"the leader (node {leader}) cannot be reached") from None
-        except PeerOutcomeUnknown:
-            raise OutcomeUnknown(
-                f"the connection to the leader (node {leader}) broke after the write was sent"
-            ) from None
-        except PeerCallFailed as exc:
-            raise Unavailable(f"the leader (node {leader}) refused the write: {exc}") from None
-        try:
-            reply = orjson.loads(raw)
-            return int(reply["index"]), int(reply["term"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise OutcomeUnknown("the leader's answer could not be read") from None
-
     async def _outcome(self, index: int, term: int, deadline_ms: int) -> Outcome:
         """Wait until this node has applied ``index``; the outcome of the entry
         there if it is ours (its term), else a refusal."""
         if index <= self.applied_index:
             return self._recent_outcome(index, term)
+        if not self.healthy:
+            raise OutcomeUnknown("this node stopped before it could apply the write")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._index_waiters.setdefault(index, []).append((term, future))
         timeout_s = max(0, deadline_ms - self._monotonic_ms()) / 1000
@@ -518,6 +522,7 @@ class Node:
         self._snapshot_index = snapshot.meta.index
         self._log_bytes_since_snapshot = 0
         self._recent.clear()
+        self._stamp_ms = max(self._stamp_ms, tree.newest_time_ms())
         self.snapshots_installed += 1
         self.history.reset(tree.zxid)
         # Writes waiting at indexes the snapshot covers may or may not be in it.
@@ -536,11 +541,7 @@ class Node:
         self._zxid_waiters.release(tree.zxid)
 
     def role_changed(self, soft_state: SoftState) -> None:
-        if soft_state.role is Role.LEADER:
-            # Stamps never go back across leaders: start above every txn in
-            # the log, applied or not.
-            self._stamp_ms = max(self._stamp_ms, self._newest_stamp_in_log())
-        else:
+        if soft_state.role is not Role.LEADER:
             self._sessions_active = False
             self.sessions = SessionTracker()
         self._maybe_activate_sessions()
@@ -665,7 +666,9 @@ class Node:
             await self.transport.call(
                 self.driver.leader, TOUCH_PATH, body, self.limits.session_ping_ms
             )
-        except Exception as exc:  # the next ping carries the next heartbeats
+        except (PeerError, CoordError) as exc:
+            # Keep them for the next ping (to this leader or the next one).
+            self._touched |= touched
             log.debug("session ping to node %d failed: %r", self.driver.leader, exc)
 
     async def _ping_loop(self) -> None:
@@ -676,15 +679,28 @@ class Node:
     # ---- peer RPCs (served on the peer listener) ----------------------------------------
 
     async def handle_propose(self, body: bytes) -> bytes:
-        """A follower forwards a write: log it, answer its (index, term)."""
+        """A follower forwards a batch of writes (newline-separated txns): log
+        them, answer each one's (index, term) or refusal, in order."""
         if not self.driver.is_leader:
             raise Unavailable(f"not the leader (leader: {self.driver.leader})")
-        try:
-            txn = decode_txn(body)
-        except TxnDecodeError as exc:
-            raise BadArguments(f"malformed forwarded txn: {exc}") from None
-        index, term = await self._propose_here(txn)
-        return orjson.dumps({"index": index, "term": term})
+        txns = []
+        for line in body.split(b"\n"):
+            try:
+                txns.append(decode_txn(line))
+            except TxnDecodeError as exc:
+                raise BadArguments(f"malformed forwarded txn: {exc}") from None
+        placed = await asyncio.gather(
+            *(self._propose_here(t) for t in txns), return_exceptions=True
+        )
+        answers: list[tuple[int, int] | CoordError] = []
+        for p in placed:
+            if isinstance(p, CoordError):
+                answers.append(p)
+            elif isinstance(p, BaseException):
+                raise p
+            else:
+                answers.append(p)
+        return encode_answers(answers)
 
     def handle_touch(self, body: bytes) -> bytes:
         """Sessions a follower saw alive: touch them here (the leader)."""
@@ -808,7 +824,7 @@ class Node:
                 raw = await self.transport.call(mid, STATUS_PATH, b"", timeout_ms)
                 theirs = orjson.loads(raw)
                 row.update({k: theirs.get(k) for k in _MEMBER_FIELDS}, reachable=True)
-            except Exception:
+            except (PeerError, orjson.JSONDecodeError, AttributeError):
                 row["reachable"] = False
             return row
 
@@ -847,6 +863,7 @@ class Node:
 
     async def _write_snapshot(self, index: int, conf: Any, zxid: int, chunks: list[bytes]) -> None:
         try:
+            await self.driver.save_commit()  # storage snapshots committed indexes only
             snap = await self.storage.create_snapshot(index, conf, zxid, chunks, self._wall_ms())
             if snap is not None:
                 self._snapshot_index = max(self._snapshot_index, index)
@@ -892,8 +909,6 @@ class _NoPeers:
         return False
 
     async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
-        from httpcoord.cluster.transport import PeerUnavailable
-
         raise PeerUnavailable(f"node {peer_id} is not a peer of a cluster of one")
 
 

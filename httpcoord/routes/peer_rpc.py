@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from httpcoord.cluster.node import PROPOSE_PATH, STATUS_PATH, TOUCH_PATH, Node
+from httpcoord.cluster.forward import PROPOSE_PATH
+from httpcoord.cluster.node import STATUS_PATH, TOUCH_PATH, Node
 from httpcoord.errors import CoordError
 from httpcoord.routes.problems import problem_response
 

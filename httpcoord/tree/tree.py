@@ -157,6 +157,11 @@ class Tree:
     def children(self, path: str) -> list[str]:
         return sorted(self.get(path).children)
 
+    def newest_time_ms(self) -> int:
+        """The latest ctime or mtime of any node (a leader's stamps start above
+        it). A scan of the whole tree: for startup and snapshot installs only."""
+        return max((max(n.ctime, n.mtime) for n in self._nodes.values()), default=0)
+
     def reap_candidates(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
         """(path, czxid) of up to ``limit`` nodes due for removal: containers
         that have had a child and are empty, TTL nodes childless and

@@ -175,11 +175,6 @@ async def test_txn_stamps_never_go_back_across_a_restart(tmp_path: Path) -> None
     await node.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py: the stamp floor is rebuilt from the log after the snapshot only;"
-    " the txns a snapshot covers are not looked at (open and restore)",
-)
 async def test_txn_stamps_never_go_back_across_a_restart_from_a_snapshot(tmp_path: Path) -> None:
     node = await open_node(tmp_path, wall_ms=2_000_000)
     await node.propose((CreateOp("/a"),))

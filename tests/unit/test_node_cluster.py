@@ -26,8 +26,8 @@ import orjson
 import pytest
 
 from httpcoord.cluster.driver import DriverLimits
+from httpcoord.cluster.forward import PROPOSE_PATH
 from httpcoord.cluster.node import (
-    PROPOSE_PATH,
     STATUS_PATH,
     TOUCH_PATH,
     ClusterConfig,
@@ -393,11 +393,6 @@ async def test_a_proposal_whose_fate_is_not_known_in_time_is_outcome_unknown(
         assert not exists(old, "/maybe") and exists(old, "/after")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py: close() fails every write waiting for its apply with Unavailable"
-    " ('retrying is safe'), even one the leader has already committed",
-)
 async def test_a_forwarded_write_in_flight_when_its_node_closes_is_outcome_unknown(
     tmp_path: Path,
 ) -> None:
@@ -561,11 +556,6 @@ async def test_txn_stamps_never_go_back_across_a_leader_change(tmp_path: Path) -
         assert {n.get("/b").ctime for n in c.nodes} == {stat_b.ctime}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py: a follower that installed a snapshot keeps its old stamp floor; as the"
-    " next leader it stamps below the txns the snapshot holds",
-)
 async def test_txn_stamps_never_go_back_after_a_snapshot_install(tmp_path: Path) -> None:
     async with cluster(tmp_path, snapshot_entries=50) as c:
         old = await c.leader()
@@ -587,11 +577,6 @@ async def test_txn_stamps_never_go_back_after_a_snapshot_install(tmp_path: Path)
         assert stat is not None and stat.ctime >= old.get("/k59").ctime
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node.py: the stamp floor is raised in role_changed, after the new leader's first"
-    " save; a write taken during that save is stamped below unapplied entries of its log",
-)
 async def test_txn_stamps_never_go_back_for_a_write_taken_during_a_new_leaders_first_save(
     tmp_path: Path,
 ) -> None:
