@@ -121,9 +121,11 @@ class ClusterConfig:
     @property
     def cluster_id(self) -> str:
         """Fixed when the cluster is first formed: the same on every founder
-        (a hash of the token and the founding members), stored in each data
-        dir and checked on every peer request."""
-        founders = ",".join(f"{i}={self.peers[i]}" for i in sorted(self.peers))
+        (a hash of the token and the founding members' ids, not their
+        addresses, so a member may move), stored in each data dir and checked
+        on every peer request. The token keeps apart clusters with the same
+        ids (``--cluster-token``, like etcd's initial cluster token)."""
+        founders = ",".join(str(i) for i in sorted(self.peers))
         digest = hashlib.sha256(f"{self.cluster_token}\n{founders}".encode()).hexdigest()
         return digest[:16]
 
