@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import sqlite3
 import sys
 import time
@@ -37,6 +38,8 @@ from httpcoord.cluster.sqlite_storage import FILE_NAME, SCHEMA_VERSION, SqliteSt
 from httpcoord.errors import CoordError
 from httpcoord.tree.tree import Tree
 from httpcoord.tree.txn import CreateOp, DeleteOp, SetDataOp, Txn, encode_txn
+
+V1_FIXTURE = Path(__file__).parent / "data"  # written by the single node of schema 1
 
 
 def _e(i: int, t: int, size: int = 100) -> Entry:
@@ -466,25 +469,14 @@ async def test_an_empty_single_node_data_dir_becomes_a_founding_member(tmp_path:
 
 
 async def test_a_data_dir_written_by_the_single_nodes_log_code_migrates(tmp_path: Path) -> None:
-    """Against what the single node's own storage code writes, while it exists."""
-    sqlite_log = pytest.importorskip("httpcoord.cluster.sqlite_log")
-    txns = [t for t in _v1_txns() if t is not None]
-    tree = Tree()
-    store = await sqlite_log.SqliteLog.open(tmp_path)
-    for index, txn in enumerate(txns, 1):
-        await store.append([sqlite_log.LogEntry(index, 0, sqlite_log.KIND_TXN, encode_txn(txn))])
-        try:
-            tree.apply(txn)
-        except CoordError:
-            pass
-        if index == 20:
-            chunks = list(tree.snapshot_chunks(nodes_per_chunk=5))
-            await store.install_snapshot(index, 0, tree.zxid, 1_000, chunks)
-    await store.append([sqlite_log.LogEntry(len(txns) + 1, 0, sqlite_log.KIND_NOOP, b"")])
-    await store.close()
+    """A data dir the single node's own storage code wrote (kept in
+    tests/unit/data since that code is gone): 56 txns with a snapshot at 20
+    and a trailing no-op. It migrates to the same tree."""
+    shutil.copy(V1_FIXTURE / "v1-single-node.sqlite3", tmp_path / FILE_NAME)
     s = await SqliteStorage.open(tmp_path, 1, "solo", [1])
-    assert s.snapshot().meta.index == len(txns) + 1
-    assert Tree.from_snapshot(await _chunks_of(s)).snapshot_bytes() == tree.snapshot_bytes()
+    assert s.snapshot().meta.index == 57
+    expected = (V1_FIXTURE / "v1-single-node.snapshot").read_bytes()
+    assert Tree.from_snapshot(await _chunks_of(s)).snapshot_bytes() == expected
     await s.close()
 
 
