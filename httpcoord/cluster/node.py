@@ -102,6 +102,7 @@ class NodeLimits:
     watch_history_bytes: int = 64 * 1024 * 1024  # ... and their approximate bytes
     request_timeout_ms: int = 5000  # a write or a barrier waits at most this long
     recent_outcomes_max: int = 65_536  # applied entries whose outcome a forwarder may ask
+    ready_lag_entries_max: int = 1000  # /ready: committed entries not yet applied here
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,12 +380,14 @@ class Node:
 
     @property
     def ready(self) -> bool:
-        """Healthy, with a live leader, and caught up with what is committed."""
+        """Healthy, with a live leader, and caught up with what is committed
+        (within a bound: under load a follower is always a few entries behind,
+        and readiness must not flap with every batch)."""
         driver = self.driver
         return (
             self.healthy
             and driver.has_live_leader()
-            and self.applied_index >= driver.core.committed
+            and driver.core.committed - self.applied_index <= self.limits.ready_lag_entries_max
         )
 
     # ---- the write path ----------------------------------------------------------------
