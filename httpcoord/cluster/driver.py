@@ -16,8 +16,7 @@ Every turn of ``Driver.run`` does, in this order:
    b. only then send its messages (a vote, an append acknowledgement or an
       append of the leader's own entries promises what is on disk);
    c. then restore its snapshot and apply its committed entries to the state
-      machine, and release its reads (committed entries that an earlier turn
-      saved are applied before this turn's save: they are durable already);
+      machine, and release its reads;
    d. then ``advance``.
 
 That ordering is the persistence contract of ``raft.storage``; it is kept here
@@ -253,20 +252,6 @@ class Driver:
         self._read_waiting[ctx] = reads
 
     async def _handle(self, rd: Ready) -> None:
-        committed = rd.committed_entries
-        if committed and rd.snapshot is None:
-            # Committed entries this node saved in an earlier turn are durable
-            # here and on a majority already: apply them now rather than after
-            # this turn's fsync, which only concerns the entries after them.
-            # (Under load every turn has both, and waiting made each write
-            # wait for the next batch's fsync too.)
-            stable = len(committed)
-            if rd.entries:
-                first_new = rd.entries[0].index
-                stable = next((i for i, e in enumerate(committed) if e.index >= first_new), stable)
-            if stable:
-                self.fsm.apply(committed[:stable])
-                committed = committed[stable:]
         # (a) durable first: one transaction, one fsync.
         hs = rd.hard_state
         if rd.snapshot is None and not rd.entries and hs is not None and self._commit_only(hs):
@@ -286,8 +271,8 @@ class Driver:
         # (c) then apply, in log order, and release the reads.
         if rd.snapshot is not None:
             await self.fsm.restore(rd.snapshot)
-        if committed:
-            self.fsm.apply(committed)
+        if rd.committed_entries:
+            self.fsm.apply(rd.committed_entries)
         for rs in rd.read_states:
             futures = self._read_waiting.pop(rs.ctx, None)
             if futures is None:
