@@ -108,6 +108,7 @@ class Driver:
         # index) was not saved on its own.
         self._saved_hs: HardState | None = None
         self._unsaved_hs: HardState | None = None
+        self._save_lock = asyncio.Lock()
         self.dropped_msgs = 0
         self.turns = 0
 
@@ -261,8 +262,9 @@ class Driver:
             # out with the next save.
             self._unsaved_hs = hs
         elif hs is not None or rd.snapshot is not None or rd.entries:
-            await self.storage.save(hs or self._unsaved_hs, rd.snapshot, rd.entries)
-            self._unsaved_hs = None
+            async with self._save_lock:
+                pending, self._unsaved_hs = self._unsaved_hs, None
+                await self.storage.save(hs or pending, rd.snapshot, rd.entries)
             if hs is not None:
                 self._saved_hs = hs
         # (b) then tell the peers.
@@ -293,10 +295,10 @@ class Driver:
         """Make the newest commit index durable (before a snapshot at an
         index only that commit covers). Saves through the same storage,
         whose writes are ordered, so it never lands after a newer state."""
-        hs = self._unsaved_hs
-        if hs is not None:
-            self._unsaved_hs = None
-            await self.storage.save(hs, None, [])
+        async with self._save_lock:  # saves in the order they were decided
+            hs, self._unsaved_hs = self._unsaved_hs, None
+            if hs is not None:
+                await self.storage.save(hs, None, [])
 
     def _fail_reads(self, exc: Exception) -> None:
         waiting, self._read_waiting = self._read_waiting, {}
