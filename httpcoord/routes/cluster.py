@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from httpcoord.routes.keys import NODE
+from httpcoord.routes.models import ClusterView
 from httpcoord.routes.params import query
 from httpcoord.routes.render import json_response
 
@@ -20,4 +21,9 @@ async def cluster(request: web.Request) -> web.Response:
     leader and the term, as this node sees them: members at one zxid must
     show one digest, so divergence shows from outside."""
     query(request, _NO_PARAMS)
-    return json_response(await request.app[NODE].cluster_status())
+    status = await request.app[NODE].cluster_status()
+    # Through the model, so every row has the documented members only (the
+    # answering node's own row carries more) and an unreachable member's
+    # unknown values are left out rather than sent as null.
+    view = ClusterView.model_validate(status)
+    return json_response(view.model_dump(exclude_none=True))

@@ -176,5 +176,39 @@ class Problem(BaseModel):
     failed_op: int | None = None
     results: list[OpFailureOut] | None = None
     oldest_zxid: int | None = None  # Compacted: the oldest since still served
-    zxid: int | None = None  # Compacted, or a since in the future: the last zxid
+    zxid: int | None = None  # Compacted: the last zxid applied
+    applied_zxid: int | None = None  # ZxidNotReached: the zxid this node had applied
     client: str | None = None  # TooManyRequests for watches: the client address
+
+
+Role = Literal["follower", "pre_candidate", "candidate", "leader"]
+
+
+class ClusterMember(BaseModel):
+    """One member as the answering node sees it. The members after
+    ``reachable`` are the member's own answer; an unreachable one has none."""
+
+    id: int
+    peer_url: str  # its peer listener ("" in a cluster of one)
+    voter: bool  # False: a learner (replicates, never votes)
+    reachable: bool  # it answered the status request in time (itself: always)
+    client_url: str | None = None  # --advertise-url
+    role: Role | None = None
+    term: int | None = None
+    leader: int | None = None  # the leader it knows; 0: none
+    commit_index: int | None = None  # log indexes, not zxids
+    applied_index: int | None = None
+    zxid: int | None = None  # the last zxid applied to its tree
+    digest: str | None = None  # sha256 of its tree at that zxid
+
+
+class ClusterView(BaseModel):
+    """``GET /v1/cluster``: the answering node and every member."""
+
+    id: int  # the node that answered
+    leader: int  # the leader it knows; 0: none
+    term: int
+    commit_index: int
+    applied_index: int
+    zxid: int
+    members: list[ClusterMember]  # sorted by id
