@@ -60,6 +60,10 @@ def _optional_listen(
     return None if value is None else _listen(ctx, param, value)
 
 
+# TOML keys spelled like the flag where the parameter's name differs.
+_CONFIG_ALIASES = {"id": "node_id"}
+
+
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """``--config FILE``: a TOML file whose keys are the long option names
     (``peer-listen`` or ``peer_listen``); the command line and HTTPCOORD_*
@@ -76,6 +80,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     defaults: dict[str, object] = {}
     for key, item in raw.items():
         name = key.replace("-", "_")
+        name = _CONFIG_ALIASES.get(name, name)
         if name not in known:
             raise click.BadParameter(f"{value}: unknown setting {key!r}")
         if name == "peers" and isinstance(item, dict):

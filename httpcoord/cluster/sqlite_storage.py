@@ -389,8 +389,9 @@ def _check_identity(c: sqlite3.Connection, data_dir: Path, node_id: int, cluster
         return
     raise StorageMismatch(
         f"data dir {data_dir} belongs to node {stored_node} of cluster {stored_cluster!r},"
-        f" not node {node_id} of cluster {cluster_id!r}: start it with the id and cluster it"
-        " was created with, or give this node an empty --data-dir to join as a new member"
+        f" not node {node_id} of cluster {cluster_id!r}: start it with the --id, --peers and"
+        " --cluster-token it was created with (a member whose data is lost must not rejoin"
+        " under the same --id: see docs/operations.md)"
     )
 
 
@@ -469,7 +470,8 @@ def _migrate_v1(
         raise StorageMismatch(
             f"data dir {data_dir} was written by a single node (schema 1) and must be migrated"
             " before it joins a cluster: start it once alone"
-            f" (`httpcoord serve --data-dir {data_dir}`) to migrate it, then add members"
+            f" (`httpcoord serve --data-dir {data_dir}`) to migrate it; it then runs as a"
+            " cluster of one (members cannot be added at runtime yet)"
         )
     tree, last = _replay_v1(conn, data_dir)
 

@@ -16,6 +16,7 @@ from httpcoord.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from httpcoord.cluster.node import Node
 from httpcoord.routes.keys import LEADER_HEADER, NODE, NODE_HEADER, ZXID_HEADER
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,15 @@ _HTTP_TO_ERROR: dict[int, type[CoordError]] = {
     405: MethodNotAllowed,
     413: PayloadTooLarge,
 }
+
+
+def node_headers(node: Node) -> dict[str, str]:
+    """Which node answered and which one leads: a client (or an operator with
+    curl) sees where it is without another request."""
+    headers = {NODE_HEADER: str(node.node_id)}
+    if node.leader_id:
+        headers[LEADER_HEADER] = str(node.leader_id)
+    return headers
 
 
 def problem_response(exc: CoordError) -> web.Response:
@@ -80,10 +90,5 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         headers = response.headers
         if ZXID_HEADER not in headers:
             headers[ZXID_HEADER] = str(node.zxid)
-        # Which node answered and which one leads: a client (or an operator
-        # with curl) sees where it is without another request.
-        headers[NODE_HEADER] = str(node.node_id)
-        leader = node.leader_id
-        if leader:
-            headers[LEADER_HEADER] = str(leader)
+        headers.update(node_headers(node))
     return response

@@ -19,6 +19,7 @@ from aiohttp import web
 from httpcoord.errors import BadArguments
 from httpcoord.routes.keys import CONFIG, HUB, NODE, ZXID_HEADER
 from httpcoord.routes.params import flag, parse_int, query, znode_path
+from httpcoord.routes.problems import node_headers
 from httpcoord.routes.render import encode_data
 from httpcoord.tree.tree import Event
 from httpcoord.watch.hub import Delivery, Subscriber
@@ -132,6 +133,8 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # proxies: do not buffer the stream
             ZXID_HEADER: str(request.app[NODE].zxid),
+            # The middleware cannot add these to a response already started.
+            **node_headers(request.app[NODE]),
         }
     )
     await response.prepare(request)

@@ -330,3 +330,43 @@ def test_five_nodes_survive_two_failures(tmp_path: Path) -> None:
             cluster.start(i)
         cluster.wait_ready()
         _converged(cluster)
+
+
+def test_settings_come_from_a_toml_file_and_the_environment_overrides_it(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import REPO_ROOT, free_port
+
+    client, peer, env_client = free_port(), free_port(), free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'id = 2\nlisten = "127.0.0.1:{client}"\ndata-dir = "{tmp_path / "data"}"\n'
+        f'tick-ms = 20\n[peers]\n2 = "127.0.0.1:{peer}"\n'
+    )
+    env = {**os.environ, "HTTPCOORD_LISTEN": f"127.0.0.1:{env_client}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "httpcoord", "serve", "--config", str(config)],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                status, headers, _ = http("GET", f"http://127.0.0.1:{env_client}/ready", timeout=1)
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the node did not start"
+            time.sleep(0.05)
+        assert headers["X-Coord-Node"] == "2" and headers["X-Coord-Leader"] == "2"
+        view = get_json(f"http://127.0.0.1:{env_client}/v1/cluster")
+        assert [m["peer_url"] for m in view["members"]] == [f"127.0.0.1:{peer}"]
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
