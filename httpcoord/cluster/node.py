@@ -49,7 +49,7 @@ from typing import Any
 import orjson
 
 from httpcoord.cluster.driver import Driver, DriverLimits, Transport
-from httpcoord.cluster.forward import PROPOSE_PATH, Forwarder, ForwardLimits, encode_answers
+from httpcoord.cluster.forward import Forwarder, ForwardLimits, encode_answers
 from httpcoord.cluster.node_storage import NodeStorage, decode_descriptor
 from httpcoord.cluster.raft.core import Config as RaftConfig
 from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Role, SoftState
@@ -481,8 +481,7 @@ class Node:
             events: list[Event] = []
             if e.kind == EntryKind.NORMAL:
                 txn = decode_txn(e.data)
-                if txn.time_ms > self._stamp_ms:
-                    self._stamp_ms = txn.time_ms
+                self._stamp_ms = max(self._stamp_ms, txn.time_ms)
                 try:
                     result, events = tree.apply(txn)
                 except CoordError as exc:

@@ -9,6 +9,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from httpcoord.cluster.node import Node
 from httpcoord.errors import (
     BadArguments,
     CoordError,
@@ -16,7 +17,6 @@ from httpcoord.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from httpcoord.cluster.node import Node
 from httpcoord.routes.keys import LEADER_HEADER, NODE, NODE_HEADER, ZXID_HEADER
 
 log = logging.getLogger(__name__)

@@ -208,6 +208,7 @@ def test_an_unheard_session_expires_through_the_leader(cluster3: Cluster) -> Non
     status, _, body = http(
         "POST", cluster3[1].url + "/v1/sessions", json.dumps({"ttl_ms": 2000}).encode()
     )
+    assert status == 201, body
     sid = json.loads(body)["id"]
     http(
         "POST",
@@ -227,20 +228,23 @@ async def _sse_events(url: str, headers: dict[str, str], want: int) -> tuple[lis
     at a whole txn; and the last id seen (where a browser would resume)."""
     paths: list[str] = []
     last_id = -1
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s:
-        async with s.get(url, headers={"Accept": "text/event-stream", **headers}) as r:
-            assert r.status == 200
-            frame_id: int | None = None
-            async for raw in r.content:
-                line = raw.decode().rstrip("\n")
-                if line.startswith("id: "):
-                    frame_id = int(line[4:])
-                elif line.startswith("data: "):
-                    paths.append(json.loads(line[6:])["path"])
-                elif line == "" and frame_id is not None:
-                    last_id, frame_id = frame_id, None
-                    if len(paths) >= want:
-                        break
+    sse = {"Accept": "text/event-stream", **headers}
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as s,
+        s.get(url, headers=sse) as r,
+    ):
+        assert r.status == 200
+        frame_id: int | None = None
+        async for raw in r.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("id: "):
+                frame_id = int(line[4:])
+            elif line.startswith("data: "):
+                paths.append(json.loads(line[6:])["path"])
+            elif line == "" and frame_id is not None:
+                last_id, frame_id = frame_id, None
+                if len(paths) >= want:
+                    break
     return paths, last_id
 
 
@@ -266,6 +270,7 @@ def test_an_sse_stream_resumed_on_another_node_is_gapless(cluster3: Cluster) -> 
 
 def _metric(url: str, name: str) -> float:
     status, _, body = http("GET", url + "/metrics")
+    assert status == 200, body
     for line in body.decode().splitlines():
         if line.startswith((name + " ", name + "_total ")):
             return float(line.split()[1])
