@@ -56,6 +56,7 @@ from httpcoord.cluster.raft.core import (
 )
 from httpcoord.cluster.raft.messages import (
     AppendEntries,
+    HardState,
     InstallSnapshot,
     Message,
     decode_message,
@@ -437,6 +438,10 @@ class SimNode:
         self.checked_commit = 0  # committed entries up to here are checked
         self.reads: dict[int, int] = {}  # ctx -> commit index when the read started
         self.pending: Ready | None = None  # taken from the core, its save not returned
+        # As the real driver: the hard state last saved, and one whose only
+        # change (the commit index) was not saved on its own.
+        self.saved_hs: HardState | None = None
+        self.unsaved_hs: HardState | None = None
         self.held_down = False  # down for good: no restart until the final heal
         # Read contexts are (boot prefix << 32 | sequence): the prefix is drawn
         # at every start, as the real node draws a random one, so a ctx never
@@ -621,6 +626,7 @@ class Simulation:
         )
 
     def _start(self, node: SimNode) -> None:
+        node.saved_hs = node.unsaved_hs = None
         node.raft = self.raft_cls(
             self._config(node.id), node.storage, random.Random(self.rng.getrandbits(64))
         )
@@ -733,7 +739,23 @@ class Simulation:
     # ---- the driver loop: save, send, apply, advance ------------------------------------
 
     def _save(self, node: SimNode, rd: Ready) -> None:
-        node.storage.save(rd.hard_state, rd.snapshot, rd.entries)
+        # The real driver (httpcoord/cluster/driver.py) does not fsync a hard
+        # state whose only change is the commit index: Raft needs the commit
+        # index nowhere durable. It goes out with the next save.
+        hs, saved = rd.hard_state, node.saved_hs
+        if (
+            rd.snapshot is None
+            and not rd.entries
+            and hs is not None
+            and saved is not None
+            and (hs.term, hs.vote) == (saved.term, saved.vote)
+        ):
+            node.unsaved_hs = hs
+        elif hs is not None or rd.snapshot is not None or rd.entries:
+            node.storage.save(hs or node.unsaved_hs, rd.snapshot, rd.entries)
+            node.unsaved_hs = None
+            if hs is not None:
+                node.saved_hs = hs
         self.checker.on_save(node, rd)
 
     def _process_ready(self, node: SimNode, rd: Ready) -> None:
@@ -846,6 +868,11 @@ class Simulation:
             conf = raft.conf_at(node.applied)
         except CompactedError:
             return  # a newer snapshot from the leader is being installed
+        if node.unsaved_hs is not None:
+            # As the real node: the commit index the snapshot relies on is
+            # saved first (the storage snapshots committed indexes only).
+            node.storage.save(node.unsaved_hs, None, [])
+            node.unsaved_hs = None
         node.storage.create_snapshot(
             node.applied, conf, _snapshot_data(node.applied, node.state_hash)
         )
