@@ -131,8 +131,10 @@ async def _kill_leader_under_writers(cluster: Cluster, writers: int) -> tuple[se
 
 def test_killing_the_leader_under_32_writers_loses_no_acknowledged_write(cluster3: Cluster) -> None:
     acked, elected_after = asyncio.run(_kill_leader_under_writers(cluster3, 32))
-    # Two election timeouts, plus polling and a loaded two-core machine.
-    assert elected_after < 2 * ELECTION_TIMEOUT_MAX_S + 1.5, elected_after
+    # Two election timeouts (measured here: 0.26-0.43 s), plus half a second
+    # for polling /ready on a loaded two-core machine.
+    print(f"new leader {elected_after:.3f} s after the kill")
+    assert elected_after < 2 * ELECTION_TIMEOUT_MAX_S + 0.5, elected_after
     dead = next(m.node_id for m in cluster3 if not m.alive)
     cluster3.start(dead)
     cluster3.wait_ready()
