@@ -66,7 +66,7 @@ class StateMachine(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class DriverLimits:
-    tick_ms: int = 50  # one core tick; elections time out after 10-20 ticks
+    tick_ms: int = 30  # one core tick; elections time out after 10-20 ticks
     inbox_msgs_max: int = 100_000  # peer messages waiting for a turn; beyond: dropped
     proposals_max: int = 20_000  # proposals waiting for a turn; beyond: refused
     proposal_batch_max: int = 4096  # proposals handed to the core in one turn

@@ -119,7 +119,7 @@ class TransportLimits:
     # also the largest message, snapshot header or RPC answer accepted.
     frame_bytes_max: int = 4 * 1024 * 1024
     # A dial on a LAN takes well under a millisecond; an election timeout is
-    # 0.5-1 s with the node's default ticks, so a slower peer is as good as down.
+    # 0.3-0.6 s with the node's default ticks, so a slower peer is as good as down.
     connect_timeout_ms: int = 1000
     # A peer that has not taken a frame (TCP buffers full) for this long is
     # cut off and redialed, dropping what was queued for it.
