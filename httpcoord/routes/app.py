@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import functools
 import gc
+import logging
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
@@ -35,6 +37,34 @@ _SWEEPS_PER_KEEPALIVE = 8
 
 
 PEER_SOCKETS = web.AppKey("peer_sockets", tuple)
+
+
+class _OncePerInterval(logging.Filter):
+    """aiohttp logs each malformed request at ERROR with a traceback, before
+    any middleware runs: anyone who can reach the peer port could fill the
+    log. One line per interval, without the traceback, says it happens."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last_s = -interval_s
+        self._dropped = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self._last_s < self.interval_s:
+            self._dropped += 1
+            return False
+        self._last_s = now
+        record.exc_info = record.exc_text = None
+        if self._dropped:
+            record.msg = f"{record.msg} ({self._dropped} more since the last such line)"
+            self._dropped = 0
+        return True
+
+
+_PEER_HTTP_LOG = logging.getLogger("httpcoord.peer.http")
+_PEER_HTTP_LOG.addFilter(_OncePerInterval(10.0))
 
 
 def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> web.Application:
@@ -126,7 +156,9 @@ async def _start_peer_listener(
     assert isinstance(transport, PeerTransport)
     transport.install(peer_app)
     peer_app.add_routes(peer_rpc.routes(node))
-    runner = web.AppRunner(peer_app, access_log=None, handler_cancellation=True)
+    runner = web.AppRunner(
+        peer_app, access_log=None, handler_cancellation=True, logger=_PEER_HTTP_LOG
+    )
     await runner.setup()
     if sockets:
         for sock in sockets:

@@ -377,3 +377,19 @@ def test_settings_come_from_a_toml_file_and_the_environment_overrides_it(tmp_pat
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+def test_malformed_requests_on_the_peer_port_do_not_flood_the_log(tmp_path: Path) -> None:
+    import socket
+
+    with start_cluster(tmp_path, 1) as cluster:
+        member = cluster[1]
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", member.peer_port), timeout=5) as s:
+                s.sendall(b"GET /peer/v1/stream HTTP/1.1\r\nHost: x\r\nContent-Length: zz\r\n\r\n")
+                s.recv(100)
+        # The node still answers, on both ports.
+        assert http("POST", member.url + "/v1/nodes/still", b"up")[0] == 201
+        log = member.log()
+        assert log.count("httpcoord.peer.http") <= 2, log
+        assert "Traceback" not in log, log
