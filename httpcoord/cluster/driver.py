@@ -13,8 +13,9 @@ Every turn of ``Driver.run`` does, in this order:
       (group commit: everything the turn gathered); a hard state whose only
       change is the commit index is not saved on its own (Raft needs the
       commit index nowhere durable) but with the next save;
-   b. only then send its messages (a vote, an append acknowledgement or an
-      append of the leader's own entries promises what is on disk);
+   b. only then send its messages (a vote or an append acknowledgement
+      promises what is on disk); a leader's Ready that changes no term or
+      vote sends first, so followers fsync while it does (see ``_handle``);
    c. then restore its snapshot and apply its committed entries to the state
       machine, and release its reads;
    d. then ``advance``.
@@ -253,8 +254,26 @@ class Driver:
         self._read_waiting[ctx] = reads
 
     async def _handle(self, rd: Ready) -> None:
-        # (a) durable first: one transaction, one fsync.
         hs = rd.hard_state
+        # A leader's Ready that changes no term or vote, and whose commit index
+        # covers none of its own unsaved entries, promises nothing about this
+        # node's disk in its messages (appends, heartbeats): they go out now,
+        # so the followers' fsyncs run while the leader's own does. A commit
+        # over those entries needs their acknowledgements, stepped only after
+        # this Ready is saved; the exception is a leader that is a majority
+        # alone, which commits at once: then the commit must wait for the
+        # disk. (tests/sim's driver does the same: the seeds check this rule.)
+        leader_early = (
+            rd.soft_state.role is Role.LEADER
+            and rd.snapshot is None
+            and (
+                hs is None
+                or (self._commit_only(hs) and (not rd.entries or hs.commit < rd.entries[0].index))
+            )
+        )
+        if leader_early and rd.messages:
+            self.transport.send(rd.messages)
+        # (a) durable first: one transaction, one fsync.
         if rd.snapshot is None and not rd.entries and hs is not None and self._commit_only(hs):
             # Only the commit index moved. Raft needs it nowhere durable (a
             # restarted node learns it again from the leader), and an fsync
@@ -268,7 +287,7 @@ class Driver:
             if hs is not None:
                 self._saved_hs = hs
         # (b) then tell the peers.
-        if rd.messages:
+        if rd.messages and not leader_early:
             self.transport.send(rd.messages)
         # (c) then apply, in log order, and release the reads.
         if rd.snapshot is not None:

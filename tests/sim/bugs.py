@@ -68,6 +68,16 @@ class SendBeforeSave(Raft):
     driver_sends_before_save = True
 
 
+class LeaderSendsUnsavedCommit(Raft):
+    """Not a core rule but the driver's: a leader sends a Ready's messages
+    before its save even when the Ready's commit index covers the leader's
+    own unsaved entries (a leader that is a majority alone commits at once),
+    so a learner can apply an entry the leader then loses in a crash."""
+
+    bug_name = "leader_sends_unsaved_commit"
+    driver_leader_sends_unsaved_commit = True
+
+
 class CountStaleVotes(Raft):
     """Counts a vote granted in an earlier term (delivered late, perhaps to an
     earlier incarnation of this node) towards the current election."""
@@ -154,6 +164,7 @@ BUGS: dict[str, type[Raft]] = {
         ApplyBeforeCommit,
         ReadWithoutHeartbeat,
         SendBeforeSave,
+        LeaderSendsUnsavedCommit,
         CountStaleVotes,
         ReadNeverReleased,
         CommitNeedsEveryVoter,

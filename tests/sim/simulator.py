@@ -598,6 +598,9 @@ class Simulation:
         self.proposals = 0
         self.crash_after_save = mix.crash_after_save_rate
         self.sends_before_save = bool(getattr(raft_cls, "driver_sends_before_save", False))
+        self.leader_sends_unsaved_commit = bool(
+            getattr(raft_cls, "driver_leader_sends_unsaved_commit", False)
+        )
         founders = list(range(1, mix.nodes + 1))
         for nid in founders:
             node = SimNode(nid, MemoryStorage.bootstrapped(founders))
@@ -757,6 +760,34 @@ class Simulation:
             if hs is not None:
                 node.saved_hs = hs
         self.checker.on_save(node, rd)
+
+    def _take_ready(self, node: SimNode, raft: Raft) -> Ready:
+        """As the real driver: a leader's Ready that changes no term or vote
+        and commits none of its own unsaved entries sends its messages at
+        once, before its save (which may be slow, or lost in a crash);
+        everything else sends only after its save."""
+        rd = raft.ready()
+        hs, saved = rd.hard_state, node.saved_hs
+        if (
+            rd.soft_state.role is Role.LEADER
+            and rd.snapshot is None
+            and (
+                hs is None
+                or (
+                    saved is not None
+                    and (hs.term, hs.vote) == (saved.term, saved.vote)
+                    and (
+                        not rd.entries
+                        or hs.commit < rd.entries[0].index
+                        or self.leader_sends_unsaved_commit
+                    )
+                )
+            )
+        ):
+            for m in rd.messages:
+                self._send(m)
+            rd.messages = []
+        return rd
 
     def _process_ready(self, node: SimNode, rd: Ready) -> None:
         raft = node.raft
@@ -983,14 +1014,14 @@ class Simulation:
                 if node.pending is not None:
                     self._process_ready(node, node.pending)
                 if node.raft is not None and raft.has_ready():
-                    self._process_ready(node, raft.ready())
+                    self._process_ready(node, self._take_ready(node, raft))
             elif node.pending is not None:
                 # A slow disk: the Ready taken earlier is saved now; messages
                 # were stepped and ticks counted while it was being written.
                 if rng.random() < disk:
                     self._process_ready(node, node.pending)
             elif raft.has_ready():
-                node.pending = raft.ready()
+                node.pending = self._take_ready(node, raft)
         for node in self.nodes.values():
             raft = node.raft
             if raft is not None and raft.role is Role.LEADER:
