@@ -735,6 +735,9 @@ class Node:
     def get(self, path: str) -> Znode:
         return self._tree.get(path)
 
+    def exists(self, path: str) -> bool:
+        return self._tree.exists(path)
+
     def session(self, session_id: str) -> Session | None:
         return self._tree.sessions.get(session_id)
 

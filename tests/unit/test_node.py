@@ -11,7 +11,7 @@ import pytest
 
 from httpcoord.cluster.node import ClusterConfig, Node, NodeLimits
 from httpcoord.cluster.sqlite_storage import FILE_NAME, SqliteStorage
-from httpcoord.errors import BadVersion, NodeExists, NoNode, Unavailable
+from httpcoord.errors import BadVersion, NodeExists, Unavailable
 from httpcoord.tree.txn import CreateOp, SetDataOp
 
 DEADLINE_S = 5.0
@@ -21,14 +21,6 @@ async def open_node(path: Path, wall_ms: int = 1_000, **limits: int) -> Node:
     node = await Node.open(path, ClusterConfig(), NodeLimits(**limits), wall_ms=lambda: wall_ms)
     node.start(maintenance=False)
     return node
-
-
-def exists(node: Node, path: str) -> bool:
-    try:
-        node.get(path)
-    except NoNode:
-        return False
-    return True
 
 
 def sqlite_storage(node: Node) -> SqliteStorage:
@@ -158,7 +150,7 @@ async def test_writes_go_on_while_a_snapshot_is_written(tmp_path: Path) -> None:
     await node.close()
 
     node = await open_node(tmp_path)
-    assert exists(node, "/during") and node.zxid == 4
+    assert node.exists("/during") and node.zxid == 4
     assert node.storage.snapshot().meta.index > 0
     await node.close()
 

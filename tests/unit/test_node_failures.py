@@ -12,7 +12,7 @@ import pytest
 
 from httpcoord.cluster.node import ClusterConfig, Node, NodeLimits
 from httpcoord.cluster.raft.messages import Entry, HardState, Snapshot
-from httpcoord.errors import NoNode, TooManyRequests, Unavailable
+from httpcoord.errors import TooManyRequests, Unavailable
 from httpcoord.tree.txn import CreateOp, OpenSessionOp
 
 DEADLINE_S = 5.0
@@ -30,14 +30,6 @@ async def open_node(
     )
     node.start(maintenance=False)
     return node
-
-
-def exists(node: Node, path: str) -> bool:
-    try:
-        node.get(path)
-    except NoNode:
-        return False
-    return True
 
 
 async def broken_disk(
@@ -76,7 +68,7 @@ async def test_a_failing_snapshot_stops_writes_instead_of_hanging_them(tmp_path:
     await asyncio.wait_for(node.close(), DEADLINE_S)
     # The data dir is released: it can be opened again, with both writes.
     node = await open_node(tmp_path, snapshot_entries=1000)
-    assert exists(node, "/a") and exists(node, "/b") and node.zxid == 2
+    assert node.exists("/a") and node.exists("/b") and node.zxid == 2
     await node.close()
 
 
@@ -123,7 +115,7 @@ async def test_a_write_acknowledged_during_a_failing_snapshot_is_durable(tmp_pat
     await node.close()
 
     node = await open_node(tmp_path)
-    assert exists(node, "/during"), "an acknowledged write was lost"
+    assert node.exists("/during"), "an acknowledged write was lost"
     assert node.storage.snapshot().meta.index == 0  # the failed snapshot left nothing
     await node.close()
 
@@ -155,7 +147,7 @@ async def test_queued_writes_are_bounded_in_bytes_not_only_in_count(tmp_path: Pa
     assert (await big1).zxid == 2
     # Drained: bytes are accounted back, writes are taken again.
     assert (await node.propose((CreateOp("/big3", b"x" * 2000),))).zxid == 3
-    assert not exists(node, "/big2")
+    assert not node.exists("/big2")
     await node.close()
 
 
@@ -170,7 +162,7 @@ async def test_a_failing_save_refuses_the_write_and_stops_the_node(tmp_path: Pat
     # Refused at once from now on; reads go on.
     with pytest.raises(Unavailable):
         await asyncio.wait_for(node.propose((CreateOp("/y"),)), DEADLINE_S)
-    assert exists(node, "/ok") and not exists(node, "/x")
+    assert node.exists("/ok") and not node.exists("/x")
     await asyncio.wait_for(node.close(), DEADLINE_S)
 
 

@@ -57,14 +57,6 @@ async def open_node(path: Path, clock: Clock) -> Node:
     return node
 
 
-def exists(node: Node, path: str) -> bool:
-    try:
-        node.get(path)
-    except NoNode:
-        return False
-    return True
-
-
 # ---- the tracker ---------------------------------------------------------------
 
 
@@ -251,10 +243,10 @@ async def test_session_expires_at_its_ttl_with_its_ephemerals(tmp_path: Path, cl
     await node.propose((CreateOp("/e", ephemeral_owner="s"),))
     clock.advance(1999)
     assert await node.expire_sessions() == []
-    assert exists(node, "/e")
+    assert node.exists("/e")
     clock.advance(1)
     assert await node.expire_sessions() == ["s"]
-    assert not exists(node, "/e") and node.session("s") is None
+    assert not node.exists("/e") and node.session("s") is None
     with pytest.raises(SessionExpired):
         node.heartbeat("s")
     await node.close()
@@ -281,13 +273,13 @@ async def test_a_session_survives_a_restart_with_its_full_ttl(tmp_path: Path, cl
     await node.close()
     clock.advance(60_000)  # the server was down far longer than the ttl
     node = await open_node(tmp_path, clock)
-    assert exists(node, "/e")
+    assert node.exists("/e")
     clock.advance(1999)
     assert await node.expire_sessions() == []
     node.heartbeat("s")
     clock.advance(2000)
     assert await node.expire_sessions() == ["s"]
-    assert not exists(node, "/e")
+    assert not node.exists("/e")
     await node.close()
 
 
@@ -298,7 +290,7 @@ async def test_closing_a_session_is_durable(tmp_path: Path, clock: Clock) -> Non
     await node.propose((CloseSessionOp("s"),))
     await node.close()
     node = await open_node(tmp_path, clock)
-    assert not exists(node, "/e") and node.session_count == 0
+    assert not node.exists("/e") and node.session_count == 0
     assert len(node.sessions) == 0
     await node.close()
 
@@ -314,7 +306,7 @@ async def test_reaper_removes_containers_and_ttl_nodes(tmp_path: Path, clock: Cl
     assert await node.reap() == []
     clock.advance(1)
     assert await node.reap() == ["/t"]
-    assert not exists(node, "/c") and not exists(node, "/t")
+    assert not node.exists("/c") and not node.exists("/t")
     await node.close()
 
 
