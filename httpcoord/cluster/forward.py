@@ -86,23 +86,19 @@ class Forwarder:
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _take_batch(self) -> list[tuple[int, bytes, asyncio.Future[Placed]]]:
-        # One leader per batch: the queue may span a leader change.
+        """The longest prefix of the queue for one leader (the queue may span
+        a leader change) within the batch bounds; order is kept."""
         leader = self._queue[0][0]
-        batch: list[tuple[int, bytes, asyncio.Future[Placed]]] = []
         size = 0
-        rest: list[tuple[int, bytes, asyncio.Future[Placed]]] = []
-        for item in self._queue:
-            fits = (
-                len(batch) < self.limits.batch_txns_max
-                and (not batch or size + len(item[1]) <= self.limits.batch_bytes_max)
-                and item[0] == leader
-            )
-            if fits and not rest:
-                batch.append(item)
-                size += len(item[1]) + 1
-            else:
-                rest.append(item)
-        self._queue = rest
+        taken = 0
+        for to, txn, _ in self._queue:
+            if to != leader or taken >= self.limits.batch_txns_max:
+                break
+            if taken and size + len(txn) > self.limits.batch_bytes_max:
+                break
+            size += len(txn) + 1
+            taken += 1
+        batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
     async def _send(self, batch: list[tuple[int, bytes, asyncio.Future[Placed]]]) -> None:
@@ -142,19 +138,22 @@ class Forwarder:
             if type(answer) is list and len(answer) == 2:
                 future.set_result((int(answer[0]), int(answer[1])))
             else:
-                future.set_exception(
-                    _refusal(orjson.dumps(answer)) or OutcomeUnknown("unreadable answer")
-                )
+                future.set_exception(_problem_error(answer) or OutcomeUnknown("unreadable answer"))
 
 
 def _refusal(body: bytes) -> CoordError | None:
     """A problem document from the leader, as the error it names."""
     try:
-        problem = orjson.loads(body)
-        cls = _ERRORS_BY_CODE.get(problem.get("code"), Unavailable)
-        return cls(str(problem.get("detail", "")))
-    except (orjson.JSONDecodeError, AttributeError, TypeError):
+        return _problem_error(orjson.loads(body))
+    except orjson.JSONDecodeError:
         return None
+
+
+def _problem_error(problem: object) -> CoordError | None:
+    if type(problem) is not dict:
+        return None
+    cls = _ERRORS_BY_CODE.get(str(problem.get("code")), Unavailable)
+    return cls(str(problem.get("detail", "")))
 
 
 def encode_answers(answers: list[Placed | CoordError]) -> bytes:
