@@ -41,7 +41,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,9 +53,17 @@ from httpcoord.cluster.forward import Forwarder, ForwardLimits, encode_answers
 from httpcoord.cluster.node_storage import NodeStorage, decode_descriptor
 from httpcoord.cluster.raft.core import Config as RaftConfig
 from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Role, SoftState
-from httpcoord.cluster.raft.messages import NONE, Entry, EntryKind, Message, Snapshot
+from httpcoord.cluster.raft.messages import (
+    NONE,
+    Entry,
+    EntryKind,
+    Message,
+    Snapshot,
+    SnapshotMeta,
+)
 from httpcoord.cluster.raft.storage import CompactedError
 from httpcoord.cluster.sessions import SessionTracker
+from httpcoord.cluster.sqlite_storage import SqliteStorage
 from httpcoord.cluster.transport import PeerError, PeerUnavailable
 from httpcoord.errors import (
     BadArguments,
@@ -169,10 +177,12 @@ class SnapshotIO:
     def __init__(self, storage: NodeStorage) -> None:
         self._storage = storage
 
-    def read(self, snapshot: Snapshot) -> Any:
+    def read(self, snapshot: Snapshot) -> AsyncIterator[bytes]:
         return self._storage.snapshot_chunks(snapshot)
 
-    async def stage(self, meta: Any, descriptor: bytes, chunks: Any) -> Snapshot:
+    async def stage(
+        self, meta: SnapshotMeta, descriptor: bytes, chunks: AsyncIterator[bytes]
+    ) -> Snapshot:
         return await self._storage.stage_snapshot(meta, descriptor, chunks)
 
 
@@ -267,8 +277,6 @@ class Node:
         driver_limits = driver_limits or DriverLimits(tick_ms=cluster.tick_ms)
         lock_fd: int | None = None
         if storage is None:
-            from httpcoord.cluster.sqlite_storage import SqliteStorage
-
             data_dir.mkdir(parents=True, exist_ok=True)
             lock_fd = _lock_data_dir(data_dir)
             try:
