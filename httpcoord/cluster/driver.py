@@ -255,6 +255,7 @@ class Driver:
 
     async def _handle(self, rd: Ready) -> None:
         hs = rd.hard_state
+        commit_only = hs is not None and self._commit_only(hs)
         # A leader's Ready that changes no term or vote, and whose commit index
         # covers none of its own unsaved entries, promises nothing about this
         # node's disk in its messages (appends, heartbeats): they go out now,
@@ -267,14 +268,13 @@ class Driver:
             rd.soft_state.role is Role.LEADER
             and rd.snapshot is None
             and (
-                hs is None
-                or (self._commit_only(hs) and (not rd.entries or hs.commit < rd.entries[0].index))
+                hs is None or (commit_only and (not rd.entries or hs.commit < rd.entries[0].index))
             )
         )
         if leader_early and rd.messages:
             self.transport.send(rd.messages)
         # (a) durable first: one transaction, one fsync.
-        if rd.snapshot is None and not rd.entries and hs is not None and self._commit_only(hs):
+        if rd.snapshot is None and not rd.entries and commit_only:
             # Only the commit index moved. Raft needs it nowhere durable (a
             # restarted node learns it again from the leader), and an fsync
             # for it alone put a second fsync on every write's path. It goes
