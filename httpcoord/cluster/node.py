@@ -818,8 +818,6 @@ class Node:
             "applied_index": self.applied_index,
             "zxid": self._tree.zxid,
             "digest": self.digest(),
-            "voters": sorted(core.conf.voters),
-            "learners": sorted(core.conf.learners),
         }
 
     async def cluster_status(self) -> dict[str, Any]:
@@ -836,7 +834,7 @@ class Node:
                 "voter": mid in core.conf.voters,
             }
             if mid == self.node_id:
-                row.update(me, reachable=True)
+                row.update({k: me[k] for k in _MEMBER_FIELDS}, reachable=True)
                 return row
             try:
                 raw = await self.transport.call(mid, STATUS_PATH, b"", timeout_ms)

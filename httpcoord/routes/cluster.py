@@ -22,8 +22,7 @@ async def cluster(request: web.Request) -> web.Response:
     show one digest, so divergence shows from outside."""
     query(request, _NO_PARAMS)
     status = await request.app[NODE].cluster_status()
-    # Through the model, so every row has the documented members only (the
-    # answering node's own row carries more) and an unreachable member's
-    # unknown values are left out rather than sent as null.
+    # Through the model, so an unreachable member's unknown values are left
+    # out rather than sent as null.
     view = ClusterView.model_validate(status)
     return json_response(view.model_dump(exclude_none=True))
