@@ -61,10 +61,14 @@ class Member:
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
+    # Where the node listens, and what its command runs under (the fault
+    # suite puts each node in a network namespace of its own).
+    host: str = "127.0.0.1"
+    argv_prefix: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def pid(self) -> int:
@@ -101,7 +105,7 @@ class Cluster:
 
     @property
     def peers_arg(self) -> str:
-        return ",".join(f"{m.node_id}=127.0.0.1:{m.peer_port}" for m in self)
+        return ",".join(f"{m.node_id}={m.host}:{m.peer_port}" for m in self)
 
     def start(self, node_id: int) -> None:
         m = self.members[node_id]
@@ -109,9 +113,10 @@ class Cluster:
         with open(m.log_path, "ab") as log_file:
             m.proc = subprocess.Popen(
                 [
+                    *m.argv_prefix,
                     sys.executable, "-m", "httpcoord", "serve",
                     "--id", str(node_id),
-                    "--listen", f"127.0.0.1:{m.client_port}",
+                    "--listen", f"{m.host}:{m.client_port}",
                     "--peers", self.peers_arg,
                     "--data-dir", str(m.data_dir),
                     *self.extra_args,

@@ -1,0 +1,309 @@
+"""Real partitions: each node in a network namespace of its own, links cut
+with iptables (tests/chaos/net.py). What must hold in every shape of split:
+
+- the side with a majority elects a leader and takes writes;
+- a node without a majority acknowledges no write and answers no
+  linearizable read (it may serve its own, older, state to default reads);
+- after the heal every node converges to one state, which holds every
+  acknowledged write.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.chaos.harness import leader_seen_by, netns_cluster, wait_for
+from tests.chaos.net import Network
+from tests.integration.cluster import ELECTION_TIMEOUT_MAX_S, Cluster, get_json, http
+
+pytestmark = pytest.mark.chaos
+
+REGISTER = "/v1/nodes/chaos-register"
+WRITE_TIMEOUT_S = 3.0
+ELECTION_S = 10 * ELECTION_TIMEOUT_MAX_S  # several rounds of split votes included
+
+
+@dataclass
+class Writes:
+    """Writes of increasing values, each to a node picked in turn; what was
+    acknowledged, by whom, and what was refused."""
+
+    acked: list[tuple[int, int, int]] = field(default_factory=list)  # (value, node, zxid)
+    refused: list[tuple[int, int, int]] = field(default_factory=list)  # (value, node, status)
+    next_value: int = 0
+
+    def write(self, cluster: Cluster, node: int) -> tuple[int, int]:
+        value = self.next_value
+        self.next_value += 1
+        try:
+            status, headers, _ = http(
+                "PUT",
+                cluster[node].url + REGISTER,
+                str(value).encode(),
+                timeout=WRITE_TIMEOUT_S,
+            )
+        except OSError:
+            status, headers = 0, {}
+        if 200 <= status < 300:
+            self.acked.append((value, node, int(headers["X-Coord-Zxid"])))
+        else:
+            self.refused.append((value, node, status))
+        return value, status
+
+
+@pytest.fixture
+def cluster3(tmp_path: Path) -> Iterator[tuple[Cluster, Network]]:
+    with netns_cluster(tmp_path, 3) as (cluster, net):
+        yield cluster, net
+
+
+@pytest.fixture
+def cluster5(tmp_path: Path) -> Iterator[tuple[Cluster, Network]]:
+    with netns_cluster(tmp_path, 5) as (cluster, net):
+        yield cluster, net
+
+
+def agreed_leader(cluster: Cluster, among: list[int], not_: int = 0) -> int:
+    def check() -> int:
+        seen = {leader_seen_by(cluster, i) for i in among}
+        (only,) = seen if len(seen) == 1 else (0,)
+        return only if only not in (0, not_) else 0
+
+    return int(str(wait_for(f"one leader among {among}", check, ELECTION_S)))
+
+
+def write_through(cluster: Cluster, writes: Writes, node: int, count: int) -> None:
+    """``count`` writes through ``node``, each retried until acknowledged
+    (a write refused with 503 did not happen; one that timed out may have)."""
+    for _ in range(count):
+        deadline = time.monotonic() + ELECTION_S
+        while True:
+            _, status = writes.write(cluster, node)
+            if 200 <= status < 300:
+                break
+            assert time.monotonic() < deadline, f"no write through node {node} in {ELECTION_S}s"
+            time.sleep(0.05)
+
+
+def assert_converged(cluster: Cluster, writes: Writes) -> None:
+    """Every node at one zxid with one digest, and the register holds the
+    newest acknowledged write (or a later one whose outcome was unknown)."""
+
+    def same_state() -> dict[int, tuple[int, str]] | None:
+        states = {}
+        for m in cluster:
+            view = get_json(m.url + "/v1/cluster", timeout=3.0)
+            me = next(x for x in view["members"] if x["id"] == m.node_id)
+            states[m.node_id] = (me["zxid"], me["digest"])
+        return states if len(set(states.values())) == 1 else None
+
+    wait_for("every node at one zxid and digest", same_state, 3 * ELECTION_S)
+    newest_acked = max(writes.acked, key=lambda a: a[2])
+    for m in cluster:
+        body = get_json(m.url + REGISTER)
+        value = int(body["data"])
+        unknown = {v for v, _, s in writes.refused if s in (0, 504)}
+        assert value == newest_acked[0] or (value in unknown and value > newest_acked[0]), (
+            f"node {m.node_id} holds {value}, newest acknowledged write {newest_acked}"
+        )
+
+
+def assert_no_linearizable_read(cluster: Cluster, node: int) -> None:
+    status, _, body = http(
+        "GET",
+        cluster[node].url + REGISTER + "?consistency=linearizable",
+        timeout=WRITE_TIMEOUT_S + 2,
+    )
+    assert status in (503, 504), (status, body)
+
+
+def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, Network]) -> None:
+    cluster, net = cluster3
+    writes = Writes()
+    old = agreed_leader(cluster, [1, 2, 3])
+    write_through(cluster, writes, old, 5)
+
+    net.isolate(old)
+    rest = [i for i in (1, 2, 3) if i != old]
+    new = agreed_leader(cluster, rest, not_=old)
+    write_through(cluster, writes, rest[0], 10)  # forwarded or not, through the majority
+    # The old leader can no longer commit: nothing it takes now is acknowledged.
+    for _ in range(3):
+        value, status = writes.write(cluster, old)
+        assert not 200 <= status < 300, f"write {value} acknowledged by the isolated node {old}"
+    assert_no_linearizable_read(cluster, old)
+
+    net.heal()
+    assert agreed_leader(cluster, [1, 2, 3]) in (1, 2, 3)
+    write_through(cluster, writes, old, 3)  # it follows the new leader now
+    assert_converged(cluster, writes)
+    assert new != old
+
+
+def test_minority_side_refuses_majority_side_serves(cluster5: tuple[Cluster, Network]) -> None:
+    cluster, net = cluster5
+    writes = Writes()
+    lead = agreed_leader(cluster, [1, 2, 3, 4, 5])
+    minority = [lead, lead % 5 + 1]  # the leader and one more: a minority of two
+    majority = [i for i in range(1, 6) if i not in minority]
+    write_through(cluster, writes, majority[0], 3)
+
+    net.partition(minority, majority)
+    agreed_leader(cluster, majority, not_=lead)
+    write_through(cluster, writes, majority[1], 10)
+    for node in minority:
+        _, status = writes.write(cluster, node)
+        assert not 200 <= status < 300, f"the minority node {node} acknowledged a write"
+        assert_no_linearizable_read(cluster, node)
+
+    net.heal()
+    agreed_leader(cluster, [1, 2, 3, 4, 5])
+    write_through(cluster, writes, minority[0], 3)
+    assert_converged(cluster, writes)
+
+
+def test_bridge_node_keeps_one_leader(cluster5: tuple[Cluster, Network]) -> None:
+    """{1,2} | {4,5}, and 3 hears both: only a leader that 3 follows can
+    reach a majority, so there is at most one, and writes go on."""
+    cluster, net = cluster5
+    writes = Writes()
+    net.partition([1, 2], [4, 5])  # 3 is on no side: it hears everyone
+    lead = agreed_leader(cluster, [3], not_=0)
+    write_through(cluster, writes, lead, 10)
+    write_through(cluster, writes, 3, 5)
+
+    net.heal()
+    agreed_leader(cluster, [1, 2, 3, 4, 5])
+    assert_converged(cluster, writes)
+
+
+def test_one_way_cut_from_the_followers(cluster3: tuple[Cluster, Network]) -> None:
+    """The leader stops hearing its followers (their acknowledgements are
+    lost): it must stop acknowledging, and the followers elect another."""
+    cluster, net = cluster3
+    writes = Writes()
+    old = agreed_leader(cluster, [1, 2, 3])
+    rest = [i for i in (1, 2, 3) if i != old]
+    for follower in rest:
+        net.drop(old, follower)
+    agreed_leader(cluster, rest, not_=old)
+    write_through(cluster, writes, rest[0], 10)
+    _, status = writes.write(cluster, old)
+    assert not 200 <= status < 300, "a leader that hears no follower acknowledged a write"
+
+    net.heal()
+    agreed_leader(cluster, [1, 2, 3])
+    write_through(cluster, writes, old, 3)
+    assert_converged(cluster, writes)
+
+
+def test_ring_makes_progress(cluster5: tuple[Cluster, Network]) -> None:
+    """Each node hears only its two neighbours: a leader commits with them,
+    and the nodes two hops away do not depose it for good."""
+    cluster, net = cluster5
+    writes = Writes()
+    for a in range(1, 6):
+        for b in range(1, 6):
+            if a != b and (a - b) % 5 not in (1, 4):
+                net.drop(a, b)
+
+    def leader_with_neighbours() -> int:
+        lead = leader_seen_by(cluster, 1) or leader_seen_by(cluster, 3)
+        if not lead:
+            return 0
+        neighbours = [(lead - 2) % 5 + 1, lead % 5 + 1]
+        return lead if all(leader_seen_by(cluster, n) == lead for n in neighbours) else 0
+
+    lead = int(str(wait_for("a leader its neighbours follow", leader_with_neighbours, ELECTION_S)))
+    deadline = time.monotonic() + 3 * ELECTION_S
+    while len(writes.acked) < 10:
+        assert time.monotonic() < deadline, f"the ring took {len(writes.acked)} writes"
+        target = int(leader_seen_by(cluster, 1) or lead)
+        writes.write(cluster, target)
+
+    net.heal()
+    agreed_leader(cluster, [1, 2, 3, 4, 5])
+    assert_converged(cluster, writes)
+
+
+def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, Network]) -> None:
+    """Writers on every node while the leader is cut off and healed over and
+    over: every acknowledged write is in the final state, in order."""
+    cluster, net = cluster3
+    writes = Writes()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(node: int) -> None:
+        end = time.monotonic() + 30  # bounded whatever happens
+        while not stop.is_set() and time.monotonic() < end:
+            with lock:
+                value = writes.next_value
+                writes.next_value += 1
+            try:
+                status, headers, _ = http(
+                    "POST",
+                    cluster[node].url + "/v1/nodes/chaos/log/?sequential=true&parents=true",
+                    str(value).encode(),
+                    timeout=WRITE_TIMEOUT_S,
+                )
+            except OSError:
+                status, headers = 0, {}
+            with lock:
+                if 200 <= status < 300:
+                    writes.acked.append((value, node, int(headers["X-Coord-Zxid"])))
+                else:
+                    writes.refused.append((value, node, status))
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in (1, 2, 3)]
+    for t in threads:
+        t.start()
+    try:
+        for _ in range(4):
+            lead = agreed_leader(cluster, [1, 2, 3])
+            net.isolate(lead)
+            agreed_leader(cluster, [i for i in (1, 2, 3) if i != lead], not_=lead)
+            net.heal()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    agreed_leader(cluster, [1, 2, 3])
+    assert len(writes.acked) > 20, f"only {len(writes.acked)} writes acknowledged"
+
+    def children_everywhere() -> dict[int, list[str]] | None:
+        seen = {}
+        zxid = max(z for _, _, z in writes.acked)
+        for m in cluster:
+            status, _, body = http(
+                "GET",
+                m.url + "/v1/nodes/chaos/log?children=true",
+                headers={"X-Coord-Min-Zxid": str(zxid)},
+            )
+            if status != 200:
+                return None
+            seen[m.node_id] = json.loads(body)["children"]
+        return seen if len({tuple(c) for c in seen.values()}) == 1 else None
+
+    children = next(
+        iter(dict(wait_for("one child list", children_everywhere, ELECTION_S)).values())
+    )  # type: ignore[call-overload]
+    data = {}
+    for name in children:
+        body = get_json(cluster[1].url + "/v1/nodes/chaos/log/" + urllib.parse.quote(name))
+        data[int(body["data"])] = int(body["stat"]["czxid"])
+    for value, node, zxid in writes.acked:
+        assert data.get(value) == zxid, (
+            f"acknowledged create {value} (zxid {zxid}, via {node}) lost"
+        )
+    # Sequence numbers: unique by construction of the names; gap-free in creation order.
+    seqs = sorted(int(n) for n in children)
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "sequence numbers with gaps"
