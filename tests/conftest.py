@@ -12,3 +12,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="number of seeds each consensus simulation test runs (default: its own budget)",
     )
+    parser.addoption(
+        "--chaos-minutes",
+        type=float,
+        default=0.5,
+        help="how long the fault-suite soak runs its faults (tests/chaos/test_soak.py)",
+    )
+    parser.addoption(
+        "--chaos-seed",
+        type=int,
+        default=1,
+        help="seed of the fault-suite soak: its fault schedule and its clients",
+    )

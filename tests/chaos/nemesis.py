@@ -1,0 +1,108 @@
+"""Faults on a seeded schedule, one at a time: a fault holds for a while,
+then everything is healed (links restored, stopped processes continued,
+killed ones restarted) and the cluster gets a calm spell before the next.
+
+At most a minority is ever faulty, so the cluster must stay available
+between elections, and every fault kind the suite knows comes up:
+
+  isolate     one node cut off from every peer (both ways)
+  partition   a random minority cut off from the rest
+  one_way     one node stops hearing every peer (they still hear it)
+  bridge      (5 nodes) two pairs cut apart, the fifth node hears both
+  kill        SIGKILL a random node; restarted on its data dir at the heal
+  kill_leader SIGKILL the leader
+  pause       SIGSTOP a node for longer than an election timeout, then SIGCONT
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from tests.chaos.harness import leader_seen_by
+from tests.chaos.net import Network
+from tests.integration.cluster import Cluster
+
+KINDS = ("isolate", "partition", "one_way", "bridge", "kill", "kill_leader", "pause")
+
+
+@dataclass
+class Nemesis:
+    cluster: Cluster
+    net: Network
+    rng: random.Random
+    fault_s: tuple[float, float] = (1.0, 3.0)  # how long one fault holds
+    calm_s: tuple[float, float] = (0.5, 1.5)  # healthy spell after each heal
+    injected: Counter[str] = field(default_factory=Counter)
+    log: list[tuple[float, str]] = field(default_factory=list)  # (monotonic s, what)
+    _killed: list[int] = field(default_factory=list)
+    _paused: list[int] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[int]:
+        return sorted(m.node_id for m in self.cluster)
+
+    def run(self, until_monotonic_s: float) -> None:
+        """Fault, heal, calm, until the deadline; healed when it returns."""
+        try:
+            while time.monotonic() < until_monotonic_s:
+                self.inject(self.rng.choice(self._kinds()))
+                time.sleep(self.rng.uniform(*self.fault_s))
+                self.heal()
+                time.sleep(self.rng.uniform(*self.calm_s))
+        finally:
+            self.heal()
+
+    def _kinds(self) -> tuple[str, ...]:
+        return KINDS if len(self.ids) >= 5 else tuple(k for k in KINDS if k != "bridge")
+
+    def inject(self, kind: str) -> None:
+        ids, rng = self.ids, self.rng
+        minority = len(ids) // 2 if len(ids) > 1 else 0
+        if kind == "isolate":
+            node = rng.choice(ids)
+            self.net.isolate(node)
+            what = f"isolate {node}"
+        elif kind == "partition":
+            side = rng.sample(ids, rng.randint(1, minority))
+            self.net.partition(side, [i for i in ids if i not in side])
+            what = f"partition {sorted(side)} | rest"
+        elif kind == "one_way":
+            node = rng.choice(ids)
+            for other in ids:
+                if other != node:
+                    self.net.drop(node, other)
+            what = f"{node} hears nobody"
+        elif kind == "bridge":
+            shuffled = rng.sample(ids, len(ids))
+            self.net.partition(shuffled[:2], shuffled[3:5])
+            what = f"bridge {shuffled[2]} between {shuffled[:2]} and {shuffled[3:5]}"
+        elif kind in ("kill", "kill_leader"):
+            node = rng.choice(ids)
+            if kind == "kill_leader":
+                node = leader_seen_by(self.cluster, rng.choice(ids)) or node
+            self.cluster.kill(node, signal.SIGKILL)
+            self._killed.append(node)
+            what = f"kill -9 {node}"
+        elif kind == "pause":
+            node = rng.choice(ids)
+            self.cluster.kill(node, signal.SIGSTOP)
+            self._paused.append(node)
+            what = f"SIGSTOP {node}"
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}")
+        self.injected[kind] += 1
+        self.log.append((time.monotonic(), what))
+
+    def heal(self) -> None:
+        self.net.heal()
+        for node in self._paused:
+            self.cluster.kill(node, signal.SIGCONT)
+        self._paused.clear()
+        for node in self._killed:
+            self.cluster.start(node)
+        self._killed.clear()
+        self.log.append((time.monotonic(), "heal"))

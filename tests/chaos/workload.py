@@ -1,0 +1,163 @@
+"""Register clients: threads doing reads, writes and compare-and-sets on a
+few znodes through random nodes, every operation recorded in a ``History``
+(invoke, then ok / fail / unknown), for the linearizability checker.
+
+A register is one znode; its state is (data, version), as the
+``VersionedRegister`` model has it:
+
+  read   GET ?consistency=linearizable          ok (data, version)
+  write  PUT (upsert, no version)               ok new version
+  cas    PUT ?version=N                         ok new version, or fail BadVersion
+
+How an answer is recorded: 2xx is ok; a refusal that says the write was
+never logged (``Unavailable``, ``TooManyRequests``, ``BadVersion``) is a fail;
+``OutcomeUnknown``, a timeout or a broken connection is unknown (it may have
+happened). A read that fails is a fail: it changed nothing.
+
+Every client also does default (sequentially consistent) reads, sending the
+highest zxid it has seen as ``X-Coord-Min-Zxid``: the zxids it gets back must
+never go backwards, whichever node answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tests.chaos.checkers import Observation
+from tests.chaos.history import History
+from tests.integration.cluster import Cluster, http
+
+REQUEST_TIMEOUT_S = 3.0
+DEFINITE_REFUSALS = frozenset({"Unavailable", "TooManyRequests", "BadVersion", "ZxidNotReached"})
+
+
+def register_url(cluster: Cluster, node: int, key: str) -> str:
+    return f"{cluster[node].url}/v1/nodes/chaos-{key}"
+
+
+def _code(body: bytes) -> str:
+    try:
+        return str(json.loads(body).get("code", ""))
+    except (ValueError, AttributeError):
+        return ""
+
+
+@dataclass
+class RegisterClients:
+    cluster: Cluster
+    keys: tuple[str, ...]
+    history: History
+    seed: int
+    clients: int = 6
+    initial: str = "init"
+    zxids_seen: dict[int, list[Observation]] = field(default_factory=dict)  # default reads
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def create_registers(self) -> None:
+        node = min(m.node_id for m in self.cluster)
+        for key in self.keys:
+            status, _, body = http(
+                "POST", register_url(self.cluster, node, key), self.initial.encode(), timeout=10
+            )
+            assert status == 201, (status, body)
+
+    def start(self, max_s: float) -> None:
+        for c in range(self.clients):
+            rng = random.Random(self.seed * 1000 + c)
+            t = threading.Thread(target=self._client, args=(c, rng, max_s), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(REQUEST_TIMEOUT_S * 3)
+
+    def final_reads(self) -> None:
+        """One linearizable read per key per node, once the cluster is whole."""
+        for m in self.cluster:
+            for key in self.keys:
+                self._read(f"final-{m.node_id}", m.node_id, key)
+
+    # ---- one client ---------------------------------------------------------------------
+
+    def _client(self, c: int, rng: random.Random, max_s: float) -> None:
+        ids = sorted(m.node_id for m in self.cluster)
+        end = time.monotonic() + max_s  # bounded, whatever the stop flag does
+        versions: dict[str, int] = {}
+        n = 0
+        self.zxids_seen[c] = []
+        while not self._stop.is_set() and time.monotonic() < end:
+            node, key, roll = rng.choice(ids), rng.choice(self.keys), rng.random()
+            n += 1
+            if roll < 0.3:
+                got = self._read(c, node, key)
+                if got is not None:
+                    versions[key] = got[1]
+            elif roll < 0.55:
+                self._write(c, node, key, f"{c}-{n}", None)
+            elif roll < 0.8:
+                self._write(c, node, key, f"{c}-{n}", versions.get(key, 0))
+            else:
+                self._default_read(c, node, key)
+
+    def _read(self, process: Any, node: int, key: str) -> tuple[str, int] | None:
+        op = self.history.invoke(process, "read", key)
+        try:
+            status, _, body = http(
+                "GET",
+                register_url(self.cluster, node, key) + "?consistency=linearizable",
+                timeout=REQUEST_TIMEOUT_S,
+            )
+        except OSError as exc:
+            self.history.fail(op, f"read failed: {type(exc).__name__}")  # a read changes nothing
+            return None
+        if status != 200:
+            self.history.fail(op, _code(body) or str(status))
+            return None
+        doc = json.loads(body)
+        value = (doc["data"], int(doc["stat"]["version"]))
+        self.history.ok(op, value)
+        return value
+
+    def _write(self, c: int, node: int, key: str, value: str, version: int | None) -> None:
+        f, arg, query = "write", value, ""
+        if version is not None:
+            f, arg, query = "cas", (version, value), f"?version={version}"
+        op = self.history.invoke(c, f, key, arg)
+        try:
+            status, _, body = http(
+                "PUT",
+                register_url(self.cluster, node, key) + query,
+                value.encode(),
+                timeout=REQUEST_TIMEOUT_S,
+            )
+        except OSError as exc:
+            self.history.unknown(op, type(exc).__name__)
+            return
+        if 200 <= status < 300:
+            self.history.ok(op, int(json.loads(body)["stat"]["version"]))
+            return
+        code = _code(body)
+        if code in DEFINITE_REFUSALS:
+            self.history.fail(op, code)
+        else:
+            self.history.unknown(op, code or str(status))
+
+    def _default_read(self, c: int, node: int, key: str) -> None:
+        seen = self.zxids_seen[c]
+        headers = {"X-Coord-Min-Zxid": str(max(o.zxid for o in seen))} if seen else {}
+        try:
+            status, hdrs, _ = http(
+                "GET", register_url(self.cluster, node, key), headers=headers, timeout=2.0
+            )
+        except OSError:
+            return
+        if status == 200:
+            seen.append(Observation(time.monotonic_ns(), int(hdrs["X-Coord-Zxid"])))
