@@ -10,9 +10,11 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 from tests.chaos.history import Op, Process
+
+P = TypeVar("P", bound=Process)
 
 # ZooKeeper appends the parent's cversion to a sequential name as 10 digits.
 SEQUENCE_SUFFIX = re.compile(r"(\d{10})$")
@@ -273,7 +275,7 @@ class Observation(NamedTuple):
 
 
 def check_monotonic_zxids(
-    per_client_observations: Mapping[Process, Sequence[Observation]],
+    per_client_observations: Mapping[P, Sequence[Observation]],
 ) -> list[Anomaly]:
     """No client ever sees the zxid go backwards, whichever node answers it."""
     found: list[Anomaly] = []
