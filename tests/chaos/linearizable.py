@@ -30,13 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
-from tests.chaos.checkers import Anomaly
+from tests.chaos.checkers import Anomaly, ops_window
 from tests.chaos.history import Op, by_key, freeze
 
 S = TypeVar("S")
 
 # How many search steps run between two readings of the clock.
 CLOCK_CHECK_STEPS = 512
+# Search time for the longest linearization once the model has proved a violation.
+PROOF_SEARCH_S = 2.0
 # Explored (set, state) pairs kept per key before the search gives up as unknown.
 CACHE_ENTRIES_MAX = 3_000_000
 
@@ -65,6 +67,11 @@ class Model(Protocol[S]):
         that no definite op could tell apart made equal in (f, arg), so the search tries
         one of them where it would try each. ``step`` may read only f and arg of an
         unknown op."""
+        ...
+
+    def refute(self, ops: Sequence[Op]) -> tuple[tuple[int, ...], str] | None:
+        """A quick, sound proof that ``ops`` (one key, as abstracted) are not
+        linearizable: the ids of the ops that contradict each other and why; or None."""
         ...
 
     def impossible(self, state: S, pending: Sequence[Op]) -> bool:
@@ -148,6 +155,59 @@ class VersionedRegister:
     def is_read_only(self, op: Op) -> bool:
         return op.f == "read"
 
+    def refute(self, ops: Sequence[Op]) -> tuple[tuple[int, ...], str] | None:
+        # Each ok op pins the version before and after it; versions only grow, each is
+        # made once, and a read sees what the op that made its version wrote.
+        pinned: list[tuple[int, int, Op]] = []
+        made: dict[int, Op] = {}
+        for op in ops:
+            if op.outcome != "ok":
+                continue
+            if op.f == "read":
+                version = freeze(op.value)[1]
+                pinned.append((version, version, op))
+                continue
+            if op.f == "write" and op.value is not None:
+                after = op.value
+            elif op.f == "cas":
+                after = op.arg[0] + 1 if op.value is None else op.value
+            else:
+                continue
+            pinned.append((after - 1, after, op))
+            other = made.setdefault(after, op)
+            if other is not op:
+                return (other.id, op.id), f"ops {other.id} and {op.id} both made version {after}"
+        for before, _, op in pinned:
+            if op.f != "read":
+                continue
+            value = freeze(op.value)[0]
+            maker = made.get(before)
+            written = freeze(self.initial) if before == 0 else None
+            if maker is not None:
+                written = freeze(maker.arg if maker.f == "write" else maker.arg[1])
+            if (before == 0 or maker is not None) and value != written:
+                ids = (op.id,) if maker is None else (maker.id, op.id)
+                return ids, f"read {op.id} saw {value!r} at version {before}, not {written!r}"
+        # Real time: an op that completed before another began took effect first.
+        by_complete = sorted(pinned, key=lambda p: p[2].complete_ns or 0)
+        latest: tuple[int, int, Op] | None = None
+        done = 0
+        for pin in sorted(pinned, key=lambda p: p[2].invoke_ns):
+            before, _, op = pin
+            while (
+                done < len(by_complete) and (by_complete[done][2].complete_ns or 0) < op.invoke_ns
+            ):
+                if latest is None or by_complete[done][1] > latest[1]:
+                    latest = by_complete[done]
+                done += 1
+            if latest is not None and latest[1] > before:
+                first = latest[2]
+                return (first.id, op.id), (
+                    f"op {op.id} needs version {before} but op {first.id}, done before it "
+                    f"began, had reached version {latest[1]}"
+                )
+        return None
+
     def impossible(self, state: RegisterState, pending: Sequence[Op]) -> bool:
         # Versions never decrease: an ok op that needs an older version is lost.
         version = state[1]
@@ -202,14 +262,19 @@ class LinearizabilityResult:
         found = []
         for r in self.keys.values():
             if r.ok is False:
+                if r.prefix or not r.note:
+                    message = (
+                        f"key {r.key!r}: the longest linearization found has "
+                        f"{len(r.prefix)} ops (state {r.state!r}); none extends it "
+                        f"with the ops that could come next, {list(r.unplaced)}"
+                        + (f"; {r.note}" if r.note else "")
+                    )
+                else:
+                    message = f"key {r.key!r}: {r.note}"
                 found.append(
                     Anomaly(
                         kind="not_linearizable",
-                        message=(
-                            f"key {r.key!r}: the longest linearization found has "
-                            f"{len(r.prefix)} ops (state {r.state!r}); none extends it "
-                            f"with the ops that could come next, {list(r.unplaced)}"
-                        ),
+                        message=message,
                         op_ids=r.unplaced + r.prefix[-3:],
                         window_ns=r.window_ns,
                     )
@@ -270,6 +335,11 @@ def _check_key(
             definite.append(False)
     n = len(ops)
     effect = [(op.f, op.arg) for op in ops]
+    proof = model.refute(ops)
+    if proof is not None:
+        # The verdict is known; the search only looks for the longest linearization
+        # to show, within a short budget.
+        deadline_s = min(deadline_s, clock_s() + PROOF_SEARCH_S)
 
     # Entries: a call per op and a return per definite op (an unknown op returns at
     # infinity, so never blocks). At equal times calls sort first: such ops overlap.
@@ -345,6 +415,23 @@ def _check_key(
     steps = 0
 
     def result(ok: bool | None, note: str = "") -> KeyResult:
+        if proof is not None:
+            proof_ids, proof_note = proof
+            # A proof the search then contradicts is a bug in the model's refute().
+            assert ok is not True, f"key {key!r}: refuted ({proof_note}) yet linearized"
+            if ok is None:
+                proof_ops = [op for op in ops if op.id in proof_ids]
+                return KeyResult(
+                    key,
+                    False,
+                    False,
+                    len(key_ops),
+                    steps,
+                    unplaced=proof_ids,
+                    window_ns=ops_window(proof_ops),
+                    note=proof_note,
+                )
+            note = proof_note
         if ok is not False:
             return KeyResult(key, ok, ok is None, len(key_ops), steps, note=note)
         best_path, best_state, best_sure = best
@@ -362,6 +449,7 @@ def _check_key(
             state=best_state,
             unplaced=unplaced,
             window_ns=(start_ns, end_ns),
+            note=note,
         )
 
     while True:

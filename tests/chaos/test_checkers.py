@@ -9,8 +9,8 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,17 @@ from tests.chaos.linearizable import VersionedRegister, check_linearizable
 from tests.chaos.timeline import draw_timeline, write_failure
 
 REGISTER = VersionedRegister(initial="init")
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOnly(VersionedRegister):
+    """The register without its quick proof, so the search alone is tested."""
+
+    def refute(self, ops: Sequence[Op]) -> tuple[tuple[int, ...], str] | None:
+        return None
+
+
+SEARCH_ONLY = SearchOnly(initial="init")
 
 
 class Script:
@@ -65,8 +76,12 @@ class Script:
         return self.history.unknown(op, str(value))
 
     def check(self, **kwargs: Any) -> Any:
+        """The verdict, which the search alone must reach too."""
         ops = sorted(self.history.ops(), key=lambda o: o.invoke_ns)
-        return check_linearizable(ops, REGISTER, **kwargs)
+        result = check_linearizable(ops, REGISTER, **kwargs)
+        searched = check_linearizable(ops, SEARCH_ONLY, **kwargs)
+        assert searched.ok == result.ok
+        return result
 
 
 # --- history --------------------------------------------------------------------------
@@ -285,7 +300,8 @@ def test_generated_linearizable_histories_pass() -> None:
         assert result.ok is True, f"seed {seed}: {result.failures}"
 
 
-def test_generated_histories_with_a_stale_read_fail() -> None:
+@pytest.mark.parametrize("model", [REGISTER, SEARCH_ONLY], ids=["proof", "search"])
+def test_generated_histories_with_a_stale_read_fail(model: VersionedRegister) -> None:
     checked = 0
     for seed in seeds(60, 2000):
         rng = random.Random(seed)
@@ -293,9 +309,43 @@ def test_generated_histories_with_a_stale_read_fail() -> None:
         if ops is None:
             continue
         checked += 1
-        result = check_linearizable(ops, REGISTER, time_budget_s=20)
+        result = check_linearizable(ops, model, time_budget_s=20)
         assert result.ok is False, f"seed {seed}: a stale read passed"
+        assert result.failures[0].unplaced, f"seed {seed}: no op named"
     assert checked >= 50
+
+
+def test_a_stale_read_deep_in_a_long_concurrent_history_is_proved_quickly() -> None:
+    # Refuting this by search alone means refuting every order of thousands of
+    # overlapping ops; the register's version proof names the two ops at once.
+    ops = generate(42, 10_000, keys=1, processes=10, unknown_share=0.2, overlap_ns=400)
+    bad = stale_read(ops, random.Random(1))
+    assert bad is not None
+    started = time.monotonic()
+    result = check_linearizable(bad, REGISTER, time_budget_s=60)
+    elapsed_s = time.monotonic() - started
+    assert result.ok is False and not result.timed_out
+    [anomaly] = result.anomalies()
+    stale = next(op for op in bad if op.f == "read" and op.value and op.value[0] == "stale")
+    assert stale.id in anomaly.op_ids and "version" in anomaly.message
+    assert anomaly.window_ns is not None
+    assert elapsed_s < 15, f"took {elapsed_s:.1f} s"
+
+
+def test_the_version_proof_finds_a_version_made_twice_and_a_wrong_value() -> None:
+    s = Script()
+    a = s.op(1, "write", "a", 0, 10, value=1)
+    b = s.op(2, "cas", (0, "b"), 0, 10, value=1)
+    result = s.check()
+    assert result.ok is False and "both made version 1" in result.keys["k"].note
+    assert set(result.anomalies()[0].op_ids) >= {a.id, b.id}
+    s = Script()
+    s.op(1, "write", "a", 0, 10, value=1)
+    s.op(2, "read", None, 0, 20, value=("z", 1))
+    assert "saw 'z' at version 1, not 'a'" in s.check().keys["k"].note
+    s = Script()
+    s.op(2, "read", None, 0, 20, value=("z", 0))
+    assert "not 'init'" in s.check().keys["k"].note
 
 
 def test_a_violation_is_reported_with_its_key_only() -> None:
@@ -340,9 +390,10 @@ def hard_to_refute(key: str, script: Script | None = None) -> Script:
 
 def test_an_exhausted_budget_gives_unknown_never_ok() -> None:
     # Sixteen refused cas ops fit in any order and a read of a value nobody wrote
-    # fits nowhere: the search tries every subset of the cas ops before it says no.
-    s = hard_to_refute("k")
-    result = s.check(time_budget_s=1.0, clock_s=fake_clock(0.1))
+    # fits nowhere: the search tries every subset of the cas ops before it says no
+    # (the register's quick proof would see it at once, so the search runs alone).
+    ops = hard_to_refute("k").history.ops()
+    result = check_linearizable(ops, SEARCH_ONLY, time_budget_s=1.0, clock_s=fake_clock(0.1))
     assert result.ok is None and result.timed_out
     assert result.keys["k"].timed_out and result.keys["k"].ok is None
     assert result.anomalies()[0].kind == "linearizability_unknown"
@@ -352,8 +403,8 @@ def test_a_definite_violation_outweighs_a_timeout_on_another_key() -> None:
     s = Script()
     s.op(1, "write", "a", 0, 10, value=1, key="a")
     s.op(2, "read", None, 20, 30, value=("init", 0), key="a")
-    hard_to_refute("b", s)
-    result = s.check(time_budget_s=1.0, clock_s=fake_clock(0.1))
+    ops = hard_to_refute("b", s).history.ops()
+    result = check_linearizable(ops, SEARCH_ONLY, time_budget_s=1.0, clock_s=fake_clock(0.1))
     assert result.ok is False and result.timed_out
     assert result.keys["a"].ok is False and result.keys["b"].ok is None
 
