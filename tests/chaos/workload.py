@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from tests.chaos.checkers import Observation
 from tests.chaos.history import History
@@ -127,7 +127,7 @@ class RegisterClients:
         return value
 
     def _write(self, c: int, node: int, key: str, value: str, version: int | None) -> None:
-        f, arg, query = "write", value, ""
+        f, arg, query = "write", cast(object, value), ""
         if version is not None:
             f, arg, query = "cas", (version, value), f"?version={version}"
         op = self.history.invoke(c, f, key, arg)
