@@ -10,8 +10,6 @@ the same data dir); the network is torn down after them, also on failure.
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.net import Network
-from tests.integration.cluster import FAST_ELECTIONS, Cluster, Member, http
+from tests.integration.cluster import FAST_ELECTIONS, Cluster, Member
 
 CLIENT_PORT = 8181
 PEER_PORT = 8182
@@ -59,25 +57,3 @@ def netns_cluster(
         if cluster is not None:
             cluster.stop_all()
         net.close()
-
-
-def wait_for(what: str, check: object, timeout_s: float, poll_s: float = 0.05) -> object:
-    """Poll ``check()`` until it returns something truthy; that value."""
-    assert callable(check)
-    deadline = time.monotonic() + timeout_s
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:
-            last = exc
-        if last:
-            return last
-        time.sleep(poll_s)
-    raise AssertionError(f"{what}: not reached in {timeout_s}s (last: {last!r})")
-
-
-def leader_seen_by(cluster: Cluster, node_id: int) -> int:
-    """The leader node ``node_id`` names in /ready (0: none)."""
-    _, _, body = http("GET", cluster[node_id].url + "/ready", timeout=2.0)
-    return int(json.loads(body).get("leader") or 0)

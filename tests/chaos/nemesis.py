@@ -22,7 +22,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.chaos.harness import leader_seen_by
 from tests.chaos.net import Network
 from tests.integration.cluster import Cluster
 
@@ -83,7 +82,7 @@ class Nemesis:
         elif kind in ("kill", "kill_leader"):
             node = rng.choice(ids)
             if kind == "kill_leader":
-                node = leader_seen_by(self.cluster, rng.choice(ids)) or node
+                node = self.cluster.leader_named_by(rng.choice(ids)) or node
             self.cluster.kill(node, signal.SIGKILL)
             self._killed.append(node)
             what = f"kill -9 {node}"

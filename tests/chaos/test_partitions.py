@@ -20,42 +20,45 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import leader_seen_by, netns_cluster, wait_for
+from tests.chaos.harness import netns_cluster
 from tests.chaos.net import Network
-from tests.integration.cluster import ELECTION_TIMEOUT_MAX_S, Cluster, get_json, http
+from tests.integration.cluster import ELECTION_TIMEOUT_MAX_S, Cluster, get_json, http, wait_for
 
 pytestmark = pytest.mark.chaos
 
 REGISTER = "/v1/nodes/chaos-register"
+LOG_CREATE = "/v1/nodes/chaos/log/?sequential=true&parents=true"
 WRITE_TIMEOUT_S = 3.0
 ELECTION_S = 10 * ELECTION_TIMEOUT_MAX_S  # several rounds of split votes included
 
 
 @dataclass
 class Writes:
-    """Writes of increasing values, each to a node picked in turn; what was
-    acknowledged, by whom, and what was refused."""
+    """Writes of increasing values (the register by default), from any
+    number of threads; what was acknowledged, by whom, and what was refused."""
 
     acked: list[tuple[int, int, int]] = field(default_factory=list)  # (value, node, zxid)
     refused: list[tuple[int, int, int]] = field(default_factory=list)  # (value, node, status)
     next_value: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def write(self, cluster: Cluster, node: int) -> tuple[int, int]:
-        value = self.next_value
-        self.next_value += 1
+    def write(
+        self, cluster: Cluster, node: int, method: str = "PUT", path: str = REGISTER
+    ) -> tuple[int, int]:
+        with self.lock:
+            value = self.next_value
+            self.next_value += 1
         try:
             status, headers, _ = http(
-                "PUT",
-                cluster[node].url + REGISTER,
-                str(value).encode(),
-                timeout=WRITE_TIMEOUT_S,
+                method, cluster[node].url + path, str(value).encode(), timeout=WRITE_TIMEOUT_S
             )
         except OSError:
             status, headers = 0, {}
-        if 200 <= status < 300:
-            self.acked.append((value, node, int(headers["X-Coord-Zxid"])))
-        else:
-            self.refused.append((value, node, status))
+        with self.lock:
+            if 200 <= status < 300:
+                self.acked.append((value, node, int(headers["X-Coord-Zxid"])))
+            else:
+                self.refused.append((value, node, status))
         return value, status
 
 
@@ -69,15 +72,6 @@ def cluster3(tmp_path: Path) -> Iterator[tuple[Cluster, Network]]:
 def cluster5(tmp_path: Path) -> Iterator[tuple[Cluster, Network]]:
     with netns_cluster(tmp_path, 5) as (cluster, net):
         yield cluster, net
-
-
-def agreed_leader(cluster: Cluster, among: list[int], not_: int = 0) -> int:
-    def check() -> int:
-        seen = {leader_seen_by(cluster, i) for i in among}
-        (only,) = seen if len(seen) == 1 else (0,)
-        return only if only not in (0, not_) else 0
-
-    return int(str(wait_for(f"one leader among {among}", check, ELECTION_S)))
 
 
 def write_through(cluster: Cluster, writes: Writes, node: int, count: int) -> None:
@@ -97,15 +91,7 @@ def assert_converged(cluster: Cluster, writes: Writes) -> None:
     """Every node at one zxid with one digest, and the register holds the
     newest acknowledged write (or a later one whose outcome was unknown)."""
 
-    def same_state() -> dict[int, tuple[int, str]] | None:
-        states = {}
-        for m in cluster:
-            view = get_json(m.url + "/v1/cluster", timeout=3.0)
-            me = next(x for x in view["members"] if x["id"] == m.node_id)
-            states[m.node_id] = (me["zxid"], me["digest"])
-        return states if len(set(states.values())) == 1 else None
-
-    wait_for("every node at one zxid and digest", same_state, 3 * ELECTION_S)
+    wait_for("every node at one zxid and digest", cluster.converged, 3 * ELECTION_S)
     newest_acked = max(writes.acked, key=lambda a: a[2])
     for m in cluster:
         body = get_json(m.url + REGISTER)
@@ -128,12 +114,12 @@ def assert_no_linearizable_read(cluster: Cluster, node: int) -> None:
 def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, Network]) -> None:
     cluster, net = cluster3
     writes = Writes()
-    old = agreed_leader(cluster, [1, 2, 3])
+    old = cluster.leader([1, 2, 3], ELECTION_S)
     write_through(cluster, writes, old, 5)
 
     net.isolate(old)
     rest = [i for i in (1, 2, 3) if i != old]
-    new = agreed_leader(cluster, rest, not_=old)
+    new = cluster.leader(rest, ELECTION_S, not_=old)
     write_through(cluster, writes, rest[0], 10)  # forwarded or not, through the majority
     # The old leader can no longer commit: nothing it takes now is acknowledged.
     for _ in range(3):
@@ -142,7 +128,7 @@ def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, Networ
     assert_no_linearizable_read(cluster, old)
 
     net.heal()
-    assert agreed_leader(cluster, [1, 2, 3]) in (1, 2, 3)
+    assert cluster.leader([1, 2, 3], ELECTION_S) in (1, 2, 3)
     write_through(cluster, writes, old, 3)  # it follows the new leader now
     assert_converged(cluster, writes)
     assert new != old
@@ -151,13 +137,13 @@ def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, Networ
 def test_minority_side_refuses_majority_side_serves(cluster5: tuple[Cluster, Network]) -> None:
     cluster, net = cluster5
     writes = Writes()
-    lead = agreed_leader(cluster, [1, 2, 3, 4, 5])
+    lead = cluster.leader([1, 2, 3, 4, 5], ELECTION_S)
     minority = [lead, lead % 5 + 1]  # the leader and one more: a minority of two
     majority = [i for i in range(1, 6) if i not in minority]
     write_through(cluster, writes, majority[0], 3)
 
     net.partition(minority, majority)
-    agreed_leader(cluster, majority, not_=lead)
+    cluster.leader(majority, ELECTION_S, not_=lead)
     write_through(cluster, writes, majority[1], 10)
     for node in minority:
         _, status = writes.write(cluster, node)
@@ -165,7 +151,7 @@ def test_minority_side_refuses_majority_side_serves(cluster5: tuple[Cluster, Net
         assert_no_linearizable_read(cluster, node)
 
     net.heal()
-    agreed_leader(cluster, [1, 2, 3, 4, 5])
+    cluster.leader([1, 2, 3, 4, 5], ELECTION_S)
     write_through(cluster, writes, minority[0], 3)
     assert_converged(cluster, writes)
 
@@ -176,12 +162,12 @@ def test_bridge_node_keeps_one_leader(cluster5: tuple[Cluster, Network]) -> None
     cluster, net = cluster5
     writes = Writes()
     net.partition([1, 2], [4, 5])  # 3 is on no side: it hears everyone
-    lead = agreed_leader(cluster, [3], not_=0)
+    lead = cluster.leader([3], ELECTION_S)
     write_through(cluster, writes, lead, 10)
     write_through(cluster, writes, 3, 5)
 
     net.heal()
-    agreed_leader(cluster, [1, 2, 3, 4, 5])
+    cluster.leader([1, 2, 3, 4, 5], ELECTION_S)
     assert_converged(cluster, writes)
 
 
@@ -190,17 +176,17 @@ def test_one_way_cut_from_the_followers(cluster3: tuple[Cluster, Network]) -> No
     lost): it must stop acknowledging, and the followers elect another."""
     cluster, net = cluster3
     writes = Writes()
-    old = agreed_leader(cluster, [1, 2, 3])
+    old = cluster.leader([1, 2, 3], ELECTION_S)
     rest = [i for i in (1, 2, 3) if i != old]
     for follower in rest:
         net.drop(old, follower)
-    agreed_leader(cluster, rest, not_=old)
+    cluster.leader(rest, ELECTION_S, not_=old)
     write_through(cluster, writes, rest[0], 10)
     _, status = writes.write(cluster, old)
     assert not 200 <= status < 300, "a leader that hears no follower acknowledged a write"
 
     net.heal()
-    agreed_leader(cluster, [1, 2, 3])
+    cluster.leader([1, 2, 3], ELECTION_S)
     write_through(cluster, writes, old, 3)
     assert_converged(cluster, writes)
 
@@ -216,21 +202,21 @@ def test_ring_makes_progress(cluster5: tuple[Cluster, Network]) -> None:
                 net.drop(a, b)
 
     def leader_with_neighbours() -> int:
-        lead = leader_seen_by(cluster, 1) or leader_seen_by(cluster, 3)
+        lead = cluster.leader_named_by(1) or cluster.leader_named_by(3)
         if not lead:
             return 0
         neighbours = [(lead - 2) % 5 + 1, lead % 5 + 1]
-        return lead if all(leader_seen_by(cluster, n) == lead for n in neighbours) else 0
+        return lead if all(cluster.leader_named_by(n) == lead for n in neighbours) else 0
 
-    lead = int(str(wait_for("a leader its neighbours follow", leader_with_neighbours, ELECTION_S)))
+    lead = wait_for("a leader its neighbours follow", leader_with_neighbours, ELECTION_S)
     deadline = time.monotonic() + 3 * ELECTION_S
     while len(writes.acked) < 10:
         assert time.monotonic() < deadline, f"the ring took {len(writes.acked)} writes"
-        target = int(leader_seen_by(cluster, 1) or lead)
+        target = cluster.leader_named_by(1) or lead
         writes.write(cluster, target)
 
     net.heal()
-    agreed_leader(cluster, [1, 2, 3, 4, 5])
+    cluster.leader([1, 2, 3, 4, 5], ELECTION_S)
     assert_converged(cluster, writes)
 
 
@@ -239,44 +225,27 @@ def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, Network]) ->
     over: every acknowledged write is in the final state, in order."""
     cluster, net = cluster3
     writes = Writes()
-    lock = threading.Lock()
     stop = threading.Event()
 
     def writer(node: int) -> None:
         end = time.monotonic() + 30  # bounded whatever happens
         while not stop.is_set() and time.monotonic() < end:
-            with lock:
-                value = writes.next_value
-                writes.next_value += 1
-            try:
-                status, headers, _ = http(
-                    "POST",
-                    cluster[node].url + "/v1/nodes/chaos/log/?sequential=true&parents=true",
-                    str(value).encode(),
-                    timeout=WRITE_TIMEOUT_S,
-                )
-            except OSError:
-                status, headers = 0, {}
-            with lock:
-                if 200 <= status < 300:
-                    writes.acked.append((value, node, int(headers["X-Coord-Zxid"])))
-                else:
-                    writes.refused.append((value, node, status))
+            writes.write(cluster, node, "POST", LOG_CREATE)
 
     threads = [threading.Thread(target=writer, args=(i,)) for i in (1, 2, 3)]
     for t in threads:
         t.start()
     try:
         for _ in range(4):
-            lead = agreed_leader(cluster, [1, 2, 3])
+            lead = cluster.leader([1, 2, 3], ELECTION_S)
             net.isolate(lead)
-            agreed_leader(cluster, [i for i in (1, 2, 3) if i != lead], not_=lead)
+            cluster.leader([i for i in (1, 2, 3) if i != lead], ELECTION_S, not_=lead)
             net.heal()
     finally:
         stop.set()
         for t in threads:
             t.join(60)
-    agreed_leader(cluster, [1, 2, 3])
+    cluster.leader([1, 2, 3], ELECTION_S)
     assert len(writes.acked) > 20, f"only {len(writes.acked)} writes acknowledged"
 
     def children_everywhere() -> dict[int, list[str]] | None:
@@ -293,9 +262,7 @@ def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, Network]) ->
             seen[m.node_id] = json.loads(body)["children"]
         return seen if len({tuple(c) for c in seen.values()}) == 1 else None
 
-    children = next(
-        iter(dict(wait_for("one child list", children_everywhere, ELECTION_S)).values())
-    )  # type: ignore[call-overload]
+    children = next(iter(wait_for("one child list", children_everywhere, ELECTION_S).values()))
     data = {}
     for name in children:
         body = get_json(cluster[1].url + "/v1/nodes/chaos/log/" + urllib.parse.quote(name))

@@ -24,28 +24,19 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.checkers import Anomaly, check_monotonic_zxids
-from tests.chaos.harness import netns_cluster, wait_for
+from tests.chaos.harness import netns_cluster
 from tests.chaos.history import History
 from tests.chaos.linearizable import VersionedRegister, check_linearizable
 from tests.chaos.nemesis import Nemesis
 from tests.chaos.timeline import write_failure
 from tests.chaos.workload import RegisterClients
-from tests.integration.cluster import Cluster, get_json
+from tests.integration.cluster import wait_for
 
 pytestmark = pytest.mark.chaos
 
 KEYS = ("a", "b", "c")
 CONVERGE_S = 30.0
 CHECK_BUDGET_S = 120.0
-
-
-def converged(cluster: Cluster) -> bool:
-    states = set()
-    for m in cluster:
-        view = get_json(m.url + "/v1/cluster", timeout=3.0)
-        me = next(x for x in view["members"] if x["id"] == m.node_id)
-        states.add((me["zxid"], me["digest"]))
-    return len(states) == 1
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
@@ -61,11 +52,18 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, nodes: int) -> Non
         clients.start(max_s=fault_s + 60)
         try:
             nemesis.run(until_monotonic_s=time.monotonic() + fault_s)
-            time.sleep(1.0)  # the clients see the healed cluster for a moment
+            healed_ns = time.monotonic_ns()
+
+            def acknowledged_since_heal() -> bool:
+                ok = [o for o in history.ops() if o.invoke_ns > healed_ns and o.outcome == "ok"]
+                return len(ok) >= clients.clients
+
+            # The clients see the healed cluster before they stop.
+            wait_for("operations acknowledged after the heal", acknowledged_since_heal, CONVERGE_S)
         finally:
             clients.stop()
         cluster.wait_ready(timeout=CONVERGE_S)
-        wait_for("one zxid and digest on every node", lambda: converged(cluster), CONVERGE_S)
+        wait_for("one zxid and digest on every node", cluster.converged, CONVERGE_S)
         clients.final_reads()
 
     ops = history.ops()

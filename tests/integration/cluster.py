@@ -17,10 +17,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from tests.integration.conftest import REPO_ROOT, free_port
 
@@ -45,6 +45,29 @@ def http(
             return r.status, dict(r.headers), r.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, check: Callable[[], T | None], timeout_s: float, poll_s: float = _POLL_S
+) -> T:
+    """Poll ``check()`` until it returns something truthy, and return that;
+    an OSError (a node not answering yet) counts as not yet."""
+    deadline = time.monotonic() + timeout_s
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+        except OSError as exc:
+            last = exc
+        else:
+            if got:
+                return got
+            last = got
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not reached in {timeout_s:g}s (last answer: {last!r})")
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -179,16 +202,32 @@ class Cluster:
         deadline = time.monotonic() + timeout
         seen: list[int] = []
         while time.monotonic() < deadline:
-            seen = []
-            for i in among:
-                try:
-                    seen.append(get_json(self.members[i].url + "/ready", 1.0)["leader"])
-                except (AssertionError, OSError):
-                    seen.append(0)
+            seen = [self.leader_named_by(i) for i in among]
             if seen[0] and seen[0] != not_ and all(s == seen[0] for s in seen):
                 return int(seen[0])
             time.sleep(_POLL_S)
         raise AssertionError(f"no agreed leader among {among} in {timeout}s: {seen}")
+
+    def leader_named_by(self, node_id: int) -> int:
+        """The leader a ready node names in /ready; 0 when it is not ready
+        or does not answer."""
+        try:
+            return int(get_json(self.members[node_id].url + "/ready", 1.0)["leader"])
+        except (AssertionError, OSError):
+            return 0
+
+    def states(self) -> dict[int, tuple[int, str]]:
+        """(zxid, digest) of every node, from its own row of /v1/cluster."""
+        states = {}
+        for m in self:
+            view = get_json(m.url + "/v1/cluster", timeout=3.0)
+            me = next(x for x in view["members"] if x["id"] == m.node_id)
+            states[m.node_id] = (int(me["zxid"]), str(me["digest"]))
+        return states
+
+    def converged(self) -> bool:
+        """Every node at one zxid with one digest."""
+        return len(set(self.states().values())) == 1
 
     def statuses(self) -> dict[int, Any]:
         return {m.node_id: get_json(m.url + "/v1/cluster") for m in self if m.alive}
