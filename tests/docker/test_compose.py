@@ -34,6 +34,8 @@ from typing import Any
 
 import pytest
 
+from tests.integration.cluster import wait_for
+
 # Until the owner of pyproject.toml registers the marker, pytest warns here.
 pytestmark = pytest.mark.docker
 
@@ -131,18 +133,6 @@ def find_compose() -> list[str] | None:
     return None
 
 
-def wait_for(what: str, timeout_s: float, probe: Callable[[], Any]) -> Any:
-    """Polls probe until it returns something truthy, or fails after timeout_s."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(POLL_INTERVAL_S)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last answer: {last!r})")
-
-
 def http(
     method: str, port: int, path: str, data: bytes | None = None
 ) -> tuple[int, dict[str, str], bytes]:
@@ -213,7 +203,7 @@ def wait_healthy(containers: list[str]) -> None:
         return all(s == "healthy" for s in states)
 
     try:
-        wait_for("every container healthy", HEALTHY_TIMEOUT_S, all_healthy)
+        wait_for("every container healthy", all_healthy, HEALTHY_TIMEOUT_S, POLL_INTERVAL_S)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; health: {states}") from None
 
@@ -336,12 +326,15 @@ def test_three_nodes_replicate_and_elect_a_new_leader_when_the_leader_is_killed(
         assert create(client_port(1), "/docker-before", "written on node 1") == 201
         wait_for(
             "the write on node 3",
-            CONVERGE_TIMEOUT_S,
             reads(client_port(3), "/docker-before", "written on node 1"),
+            CONVERGE_TIMEOUT_S,
+            POLL_INTERVAL_S,
         )
         timings.mark("replicated")
 
-        view = wait_for("a leader", CONVERGE_TIMEOUT_S, lambda: cluster_view(client_port(1)))
+        view = wait_for(
+            "a leader", lambda: cluster_view(client_port(1)), CONVERGE_TIMEOUT_S, POLL_INTERVAL_S
+        )
         old_leader = view["leader"]
         assert old_leader in NODE_IDS, view
         assert sorted(member["id"] for member in view["members"]) == list(NODE_IDS)
@@ -359,25 +352,30 @@ def test_three_nodes_replicate_and_elect_a_new_leader_when_the_leader_is_killed(
                     return int(leader)
             return None
 
-        leader = wait_for("a new leader among the survivors", ELECTION_TIMEOUT_S, new_leader)
+        leader = wait_for(
+            "a new leader among the survivors", new_leader, ELECTION_TIMEOUT_S, POLL_INTERVAL_S
+        )
         timings.mark(f"node {leader} elected")
 
         for node_id in survivors:
             wait_for(
                 f"the first write on node {node_id}",
-                CONVERGE_TIMEOUT_S,
                 reads(client_port(node_id), "/docker-before", "written on node 1"),
+                CONVERGE_TIMEOUT_S,
+                POLL_INTERVAL_S,
             )
         writer, reader = survivors
         wait_for(
             f"a new write through node {writer}",
-            CONVERGE_TIMEOUT_S,
             lambda: create(client_port(writer), "/docker-after", "after the kill") == 201,
+            CONVERGE_TIMEOUT_S,
+            POLL_INTERVAL_S,
         )
         wait_for(
             f"the new write on node {reader}",
-            CONVERGE_TIMEOUT_S,
             reads(client_port(reader), "/docker-after", "after the kill"),
+            CONVERGE_TIMEOUT_S,
+            POLL_INTERVAL_S,
         )
         timings.mark("new write replicated")
         passed = True
