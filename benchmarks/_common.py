@@ -9,8 +9,11 @@ script's own client.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import http.client
+import json
 import os
+import platform
 import resource
 import signal
 import socket
@@ -25,6 +28,34 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
+
+
+def save_results(
+    results_dir: Path,
+    name: str,
+    started: dt.datetime,
+    data_fs: str,
+    machine_extra: dict[str, Any],
+    settings: dict[str, Any],
+    **sections: Any,
+) -> Path:
+    """Write a run's record to ``<results_dir>/<name>-<UTC start>.json``:
+    when, on what machine, with which settings, then the script's own
+    sections in the order given; print its path and return it."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    out = results_dir / f"{name}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    machine = {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "data_fs": data_fs,
+        **machine_extra,
+    }
+    record = {"started": started.isoformat(), "machine": machine, "settings": settings, **sections}
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    return out
+
 
 # ---- /proc ----------------------------------------------------------------------
 

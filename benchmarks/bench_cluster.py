@@ -39,7 +39,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import platform
 import queue
 import re
 import resource
@@ -70,6 +69,7 @@ from _common import (
     http_request,
     machine_ticks,
     process_cpu_ticks,
+    save_results,
     stop_process,
 )
 from bench_single_node import b64, key_name, preload, smoke_check
@@ -1380,19 +1380,13 @@ def main(argv: list[str] | None = None) -> int:
     for line in target_lines(results, args):
         print(f"target: {line}")
 
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"cluster-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    record = {
-        "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "data_fs": fstype,
-            "loadavg_start": load_before,
-            "loadavg_end": load_after,
-        },
-        "settings": {
+    save_results(
+        args.results_dir,
+        "cluster",
+        started,
+        fstype,
+        {"loadavg_start": load_before, "loadavg_end": load_after},
+        {
             k: getattr(args, k)
             for k in (
                 "duration",
@@ -1410,13 +1404,11 @@ def main(argv: list[str] | None = None) -> int:
                 "httpcoord_args",
             )
         },
-        "table": [asdict(r) for r in rows],
-        "systems": {
+        table=[asdict(r) for r in rows],
+        systems={
             s: {**r, "phases": [asdict(ph) for ph in r["phases"]]} for s, r in results.items()
         },
-    }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    )
     failed = sum(ph.load.failures for r in results.values() for ph in r["phases"])
     no_ack = sum(1 for r in results.values() for f in r["failovers"] if f["failover_s"] is None)
     if failed or no_ack:

@@ -53,7 +53,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -76,6 +75,7 @@ from _common import (
     percentile,
     process_cpu_ticks,
     raise_nofile,
+    save_results,
     stop_process,
 )
 
@@ -1278,20 +1278,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(render_ws(result, args) if args.websocket else render(result, args))
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     mode = "per_session" if args.connection_per_session else f"pool{args.connections}"
     if args.websocket:
         mode = "websocket"
-    out = args.results_dir / f"sessions-{mode}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    record = {
-        "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "data_fs": fstype,
-        },
-        "settings": {
+    save_results(
+        args.results_dir,
+        f"sessions-{mode}",
+        started,
+        fstype,
+        {},
+        {
             k: getattr(args, k)
             for k in (
                 "sessions",
@@ -1306,10 +1302,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         },
         **({"websocket": {"probe_every": args.probe_every}} if args.websocket else {}),
-        "result": result,
-    }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+        result=result,
+    )
 
     problems = ws_problems(result, args) if args.websocket else http_problems(result, args)
     for msg in problems:

@@ -34,7 +34,6 @@ import datetime as dt
 import http.client
 import json
 import os
-import platform
 import re
 import resource
 import shutil
@@ -62,6 +61,7 @@ from _common import (
     machine_ticks,
     process_cpu_ticks,
     prometheus_values,
+    save_results,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -533,17 +533,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"CPU-ms/1k {clo:.1f}..{chi:.1f}"
                 )
 
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"single_node-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    record = {
-        "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "data_fs": fstype,
-        },
-        "settings": {
+    save_results(
+        args.results_dir,
+        "single_node",
+        started,
+        fstype,
+        {},
+        {
             k: getattr(args, k)
             for k in (
                 "duration",
@@ -557,11 +553,9 @@ def main(argv: list[str] | None = None) -> int:
                 "workloads",
             )
         },
-        "summary": summary,
-        "runs": [vars(p) for p in phases],
-    }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+        summary=summary,
+        runs=[vars(p) for p in phases],
+    )
     failed = sum(p.failures for p in phases)
     if failed:
         print(

@@ -37,7 +37,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import queue
 import re
 import shutil
@@ -64,6 +63,7 @@ from _common import (
     process_cpu_ticks,
     prometheus_values,
     raise_nofile,
+    save_results,
     stop_process,
 )
 
@@ -904,19 +904,13 @@ def main(argv: list[str] | None = None) -> int:
         f"machine busy: {busy_before:.2f} cores before the run, {busy_after:.2f} after "
         f"(of {os.cpu_count()})"
     )
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    out = args.results_dir / f"watch-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    record = {
-        "started": started.isoformat(),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "data_fs": fstype,
-            "busy_cores_before": busy_before,
-            "busy_cores_after": busy_after,
-        },
-        "settings": {
+    save_results(
+        args.results_dir,
+        "watch",
+        started,
+        fstype,
+        {"busy_cores_before": busy_before, "busy_cores_after": busy_after},
+        {
             k: getattr(args, k)
             for k in (
                 "scenarios",
@@ -936,11 +930,9 @@ def main(argv: list[str] | None = None) -> int:
                 "sse_keepalive_ms",
             )
         },
-        "fanout": fan,
-        "isolation": iso,
-    }
-    out.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"\nresults: {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+        fanout=fan,
+        isolation=iso,
+    )
     bad = sum(r["missing"] + r["lost"] + r["overflows"] for r in fan)
     if iso:
         bad += sum(r["failures"] + r["lost"] for r in iso["runs"])
