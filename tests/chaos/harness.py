@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.chaos.net import Network
-from tests.integration.cluster import FAST_ELECTIONS, Cluster, Member
+from tests.integration.cluster import FAST_ELECTIONS, SERVER, Cluster, Member
 
 CLIENT_PORT = 8181
 PEER_PORT = 8182
@@ -31,7 +31,7 @@ def require_network() -> None:
 
 @contextmanager
 def netns_cluster(
-    tmp_path: Path, n: int = 3, *extra_args: str
+    tmp_path: Path, n: int = 3, *extra_args: str, program: tuple[str, ...] = SERVER
 ) -> Iterator[tuple[Cluster, Network]]:
     require_network()
     net = Network(range(1, n + 1))
@@ -48,7 +48,7 @@ def netns_cluster(
             )
             for i in range(1, n + 1)
         ]
-        cluster = Cluster(members, (*FAST_ELECTIONS, *extra_args))
+        cluster = Cluster(members, (*FAST_ELECTIONS, *extra_args), program)
         for m in members:
             cluster.start(m.node_id)
         cluster.wait_ready()

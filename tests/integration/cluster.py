@@ -88,6 +88,9 @@ class Member:
     # suite puts each node in a network namespace of its own).
     host: str = "127.0.0.1"
     argv_prefix: tuple[str, ...] = ()
+    # The --peers this node is given, when it must not be the members' own
+    # addresses (a fault-suite proxy between peers).
+    peers: str | None = None
 
     @property
     def url(self) -> str:
@@ -109,10 +112,21 @@ class Member:
             return ""
 
 
+# What a member runs: the server as installed. The fault suite's planted
+# bugs run it through a launcher that swaps in a wrong subclass first.
+SERVER = (sys.executable, "-m", "httpcoord")
+
+
 class Cluster:
-    def __init__(self, members: list[Member], extra_args: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        members: list[Member],
+        extra_args: tuple[str, ...],
+        program: tuple[str, ...] = SERVER,
+    ) -> None:
         self.members = {m.node_id: m for m in members}
         self.extra_args = extra_args
+        self.program = program
 
     def __enter__(self) -> Self:
         return self
@@ -137,10 +151,10 @@ class Cluster:
             m.proc = subprocess.Popen(
                 [
                     *m.argv_prefix,
-                    sys.executable, "-m", "httpcoord", "serve",
+                    *self.program, "serve",
                     "--id", str(node_id),
                     "--listen", f"{m.host}:{m.client_port}",
-                    "--peers", self.peers_arg,
+                    "--peers", m.peers or self.peers_arg,
                     "--data-dir", str(m.data_dir),
                     *self.extra_args,
                 ],
