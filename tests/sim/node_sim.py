@@ -1,0 +1,779 @@
+"""Deterministic simulation of whole nodes: driver, storage, tree, sessions.
+
+Where tests/sim/simulator.py runs consensus cores alone, this runs the code
+that ships: real ``Node`` objects (their ``Driver`` loop, ``Forwarder``,
+``MirroredStorage``, ``Tree``, watch history and maintenance tasks), all in
+one ``SimLoop`` whose clock is virtual, over
+
+- a simulated network (``SimTransport``): every Raft message arrives after a
+  seeded delay (so reordered), may be lost or duplicated, and is cut by
+  partitions (symmetric or one-way), judged on arrival; peer RPCs
+  (forwarded writes, session pings, status) reach the target's handlers
+  with the real transport's failure semantics: ``PeerUnavailable`` when the
+  request never got there, ``OutcomeUnknown`` when it did and the answer was
+  lost, timed out or the target crashed meanwhile; snapshots are staged from
+  the sender's disk into the receiver's before the InstallSnapshot arrives;
+- a simulated disk (``tests.sim.sim_disk``): a crash loses, lands or tears
+  the save in flight; the simulation also crashes nodes exactly while a save
+  is in flight, the window the driver's persistence ordering is about;
+- crashes (every task of the incarnation cancelled, its disk fenced) and
+  restarts through ``Node.open`` on what the disk kept; at most a minority
+  is down at once;
+- register clients at random nodes: ``propose`` of upserts and
+  compare-and-sets, linearizable reads (``barrier(linearizable=True)``) and
+  default reads with the client's highest zxid as ``min_zxid``.
+
+One seeded ``random.Random`` drives everything, so a seed replays exactly
+(``SimResult.trace`` hashes what happened; a test runs a seed twice and
+compares). After the chaos every fault heals and every node restarts; the
+run then checks, with the fault suite's checkers: every key's history is
+linearizable (``VersionedRegister``), no client saw its zxid go back, at most
+one leader per term was ever seen, and every node converges to one zxid and
+one tree digest within a bound (liveness).
+
+Replay a seed:  python -m tests.sim.node_sim --seed N [--bug BUG] [--mix MIX]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+
+from httpcoord.cluster.driver import DriverLimits
+from httpcoord.cluster.forward import PROPOSE_PATH
+from httpcoord.cluster.node import STATUS_PATH, TOUCH_PATH, ClusterConfig, Node, NodeLimits
+from httpcoord.cluster.node_storage import SnapshotCorrupt, SnapshotMissing
+from httpcoord.cluster.raft.core import Role
+from httpcoord.cluster.raft.messages import InstallSnapshot, Message
+from httpcoord.cluster.transport import OutcomeUnknown as PeerOutcomeUnknown
+from httpcoord.cluster.transport import PeerCallFailed, PeerUnavailable
+from httpcoord.errors import CoordError
+from httpcoord.tree.txn import CreateOp, SetDataOp
+from tests.chaos.checkers import Observation, check_monotonic_zxids
+from tests.chaos.history import History
+from tests.chaos.linearizable import VersionedRegister, check_linearizable
+from tests.sim.sim_disk import SimDisk
+from tests.sim.sim_loop import SimLoop, Stuck, owned_context
+
+T = TypeVar("T")
+
+WALL_MS_START = 1_700_000_000_000
+INITIAL = "init"
+# Refusals that mean the write was never logged (or, BadVersion, refused by
+# the tree): the same reading as the fault suite's register clients.
+DEFINITE_REFUSALS = frozenset({"Unavailable", "TooManyRequests", "BadVersion", "ZxidNotReached"})
+CHECK_BUDGET_S = 10.0  # linearizability search time per run
+
+
+class Violation(AssertionError):
+    """A safety or liveness property failed."""
+
+
+@dataclass(frozen=True)
+class NodeMix:
+    name: str
+    nodes: int = 3
+    clients: int = 4
+    keys: tuple[str, ...] = ("a", "b")
+    tick_ms: int = 10
+    election_ticks: int = 10
+    chaos_ms: int = 3000  # faults and workload
+    steady_ms: int = 500  # workload on the healed cluster
+    heal_ms_max: int = 8000  # then every node must converge within this
+    msg_delay_ms_max: int = 6  # delivery after 1..this ms: reordered
+    loss: float = 0.02  # per message
+    dup: float = 0.02  # per message
+    rpc_answer_loss: float = 0.02  # per peer call: the answer is lost (OutcomeUnknown)
+    nemesis_ms_mean: int = 250  # a fault every 1..2x this
+    partition: float = 0.25  # chances of each fault when one comes
+    one_way: float = 0.3  # of partitions: cut one direction only
+    isolate_leader: float = 0.15
+    heal: float = 0.2
+    crash: float = 0.15
+    restart: float = 0.25
+    crash_in_save: float = 0.01  # per save: the node crashes while it is in flight
+    reboot_ms_max: int = 300  # such a node restarts within this
+    disk_latency_ms_max: int = 4
+    torn_rate: float = 0.4  # of saves in flight at a crash: torn
+    lands_rate: float = 0.3  # ... or landed whole (else lost)
+    snapshot_entries: int = 60  # snapshot after this many applied entries
+    request_timeout_ms: int = 1500
+    client_timeout_ms: int = 2000
+    think_ms_max: int = 30
+    read_share: float = 0.35  # linearizable reads
+    seq_read_share: float = 0.15  # default reads with min_zxid
+    cas_share: float = 0.25  # the rest: upserts
+
+
+MIXES: dict[str, NodeMix] = {
+    m.name: m
+    for m in [
+        NodeMix("default"),
+        NodeMix("crashy", crash=0.35, restart=0.35, crash_in_save=0.03, partition=0.1),
+        NodeMix("lossy", loss=0.15, dup=0.1, msg_delay_ms_max=20, rpc_answer_loss=0.1),
+        NodeMix("five", nodes=5, clients=5),
+        NodeMix("long", chaos_ms=15_000, steady_ms=1000),
+    ]
+}
+
+
+@dataclass
+class SimResult:
+    seed: int
+    mix: str
+    bug: str | None
+    trace: str  # sha256 of what happened: the same seed gives the same value
+    ops: Counter[str] = field(default_factory=Counter)  # by f and outcome
+    faults: Counter[str] = field(default_factory=Counter)
+    virtual_ms: int = 0
+    wall_s: float = 0.0
+    max_zxid: int = 0
+    snapshots: int = 0
+
+    def summary(self) -> str:
+        ops = sum(self.ops.values())
+        outcomes = " ".join(f"{k}={v}" for k, v in sorted(self.ops.items()))
+        faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
+        return (
+            f"seed {self.seed} mix {self.mix}{' bug ' + self.bug if self.bug else ''}: "
+            f"{ops} ops ({outcomes}); faults: {faults}; zxid {self.max_zxid}; "
+            f"snapshots {self.snapshots}; {self.virtual_ms} virtual ms in {self.wall_s:.2f}s; "
+            f"trace {self.trace[:16]}"
+        )
+
+
+def replay_command(seed: int, mix: str, bug: str | None) -> str:
+    cmd = f"python -m tests.sim.node_sim --seed {seed}"
+    if mix != "default":
+        cmd += f" --mix {mix}"
+    if bug:
+        cmd += f" --bug {bug}"
+    return cmd
+
+
+class _Down(Exception):
+    """The client could not reach the node: the request was never sent."""
+
+
+class _Lost(Exception):
+    """The node crashed or timed out with the request: outcome unknown."""
+
+
+# ---- the network ------------------------------------------------------------------------
+
+
+class SimTransport:
+    """The driver's Transport for one incarnation of one node."""
+
+    def __init__(self, sim: NodeSimulation, node_id: int, owner: str) -> None:
+        self.sim = sim
+        self.node_id = node_id
+        self.owner = owner
+
+    def send(self, messages: Iterable[Message]) -> None:
+        sim = self.sim
+        if not sim.alive(self.node_id, self.owner):
+            return  # a dead incarnation's callbacks still run: it sends nothing
+        rng = sim.rng
+        mix = sim.mix
+        loop = sim.loop
+        for m in messages:
+            sim.stats["msgs"] += 1
+            if rng.random() < mix.loss:
+                sim.stats["msgs_lost"] += 1
+                continue
+            copies = 2 if rng.random() < mix.dup else 1
+            for _ in range(copies):
+                delay_s = rng.randint(1, mix.msg_delay_ms_max) / 1000
+                if isinstance(m, InstallSnapshot):
+                    loop.call_later(delay_s, sim.install_snapshot, m)
+                else:
+                    loop.call_later(delay_s, sim.deliver, m)
+
+    def reachable(self, peer_id: int) -> bool:
+        return self.sim.node(peer_id) is not None and self.sim.link_up(self.node_id, peer_id)
+
+    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
+        sim = self.sim
+        await asyncio.sleep(sim.rng.randint(1, sim.mix.msg_delay_ms_max) / 1000)
+        target = sim.node(peer_id)
+        if target is None or not sim.link_up(self.node_id, peer_id):
+            raise PeerUnavailable(f"node {peer_id} cannot be reached")
+        # The handler runs as the target's task: a crash there cancels it.
+        task = sim.loop.create_task(
+            _dispatch(target, path, body), context=owned_context(sim.owner_of(peer_id))
+        )
+        done, _ = await asyncio.wait([task], timeout=timeout_ms / 1000)
+        if not done:
+            task.cancel()
+            raise PeerOutcomeUnknown(f"call to node {peer_id} {path} timed out")
+        if task.cancelled():
+            raise PeerOutcomeUnknown(f"node {peer_id} crashed while answering {path}")
+        exc = task.exception()
+        if isinstance(exc, CoordError):
+            problem = orjson.dumps({"code": exc.code, "detail": str(exc)})
+            raise PeerCallFailed(exc.status, problem, peer_id)
+        if exc is not None:
+            raise exc
+        await asyncio.sleep(sim.rng.randint(1, sim.mix.msg_delay_ms_max) / 1000)
+        if not sim.link_up(peer_id, self.node_id) or sim.rng.random() < sim.mix.rpc_answer_loss:
+            raise PeerOutcomeUnknown(f"the answer of node {peer_id} to {path} was lost")
+        answer: bytes = task.result()
+        return answer
+
+
+async def _dispatch(node: Node, path: str, body: bytes) -> bytes:
+    if path == PROPOSE_PATH:
+        return await node.handle_propose(body)
+    if path == TOUCH_PATH:
+        return node.handle_touch(body)
+    if path == STATUS_PATH:
+        return node.handle_status()
+    raise AssertionError(f"no peer route {path}")
+
+
+# ---- the simulation -------------------------------------------------------------------------
+
+
+class NodeSimulation:
+    def __init__(
+        self,
+        seed: int,
+        mix: NodeMix | str = "default",
+        bug: str | None = None,
+        node_cls: type[Node] = Node,
+    ) -> None:
+        self.mix = MIXES[mix] if isinstance(mix, str) else mix
+        self.seed = seed
+        self.bug = bug
+        self.node_cls = node_cls
+        self.rng = random.Random(seed)
+        total_ms = self.mix.chaos_ms + self.mix.steady_ms + self.mix.heal_ms_max + 10_000
+        self.loop = SimLoop(deadline_s=total_ms / 1000)
+        self.ids = list(range(1, self.mix.nodes + 1))
+        self.disks = {
+            i: SimDisk(
+                self.ids,
+                self.rng,
+                self.mix.disk_latency_ms_max,
+                self.mix.torn_rate,
+                self.mix.lands_rate,
+            )
+            for i in self.ids
+        }
+        for i, disk in self.disks.items():
+            disk.on_save_start = self._save_hook(i)
+        self._nodes: dict[int, Node | None] = dict.fromkeys(self.ids)
+        self._incarnation: dict[int, int] = dict.fromkeys(self.ids, 0)
+        self._restarting: set[int] = set()
+        self.cut: set[tuple[int, int]] = set()  # (src, dst): messages src -> dst lost
+        self.history = History(clock_ns=self.loop.monotonic_ns)
+        self.zxids_seen: dict[str, list[Observation]] = {}
+        self.leader_of_term: dict[int, int] = {}
+        self.stats: Counter[str] = Counter()
+        self.faults: Counter[str] = Counter()
+        self._trace = hashlib.sha256()
+        self.violations: list[str] = []
+        self._chaos = False
+        self._stop_clients = False
+        self.snapshots = 0
+
+    # ---- who is up ----------------------------------------------------------------------
+
+    def owner_of(self, nid: int) -> str:
+        return f"n{nid}.{self._incarnation[nid]}"
+
+    def node(self, nid: int) -> Node | None:
+        return self._nodes.get(nid)
+
+    def alive(self, nid: int, owner: str) -> bool:
+        return self._nodes.get(nid) is not None and self.owner_of(nid) == owner
+
+    def link_up(self, src: int, dst: int) -> bool:
+        return (src, dst) not in self.cut
+
+    def live_ids(self) -> list[int]:
+        return [i for i in self.ids if self._nodes[i] is not None]
+
+    def note(self, *what: object) -> None:
+        self._trace.update(orjson.dumps([self.loop.monotonic_ms(), *map(str, what)]))
+
+    # ---- the network's deliveries ------------------------------------------------------------
+
+    def deliver(self, m: Message) -> None:
+        target = self._nodes.get(m.dst)
+        if target is None or not self.link_up(m.src, m.dst):
+            return
+        target.driver.deliver(m)
+
+    def install_snapshot(self, m: InstallSnapshot) -> None:
+        sender, receiver = self._nodes.get(m.src), self._nodes.get(m.dst)
+        if sender is None or receiver is None or not self.link_up(m.src, m.dst):
+            return
+        owner = self.owner_of(m.dst)
+        self.loop.create_task(self._install(sender, receiver, m), context=owned_context(owner))
+
+    async def _install(self, sender: Node, receiver: Node, m: InstallSnapshot) -> None:
+        try:
+            staged = await receiver.storage.stage_snapshot(
+                m.snapshot.meta, m.snapshot.data, sender.storage.snapshot_chunks(m.snapshot)
+            )
+        except (SnapshotMissing, SnapshotCorrupt):
+            return  # replaced meanwhile: the leader sends the newer one
+        self.stats["snapshots_sent"] += 1
+        self.deliver(InstallSnapshot(m.src, m.dst, m.term, staged))
+
+    # ---- crashes and restarts -------------------------------------------------------------------
+
+    async def start(self, nid: int) -> None:
+        assert self._nodes[nid] is None
+        self._incarnation[nid] += 1
+        owner = self.owner_of(nid)
+        storage = self.disks[nid].open()
+        node_rng = random.Random(self.rng.getrandbits(64))
+        mix = self.mix
+        peers = {i: "" for i in self.ids}
+        loop = self.loop
+        skew_ms = self.rng.randint(-50, 50)  # wall clocks disagree a little
+
+        async def open_node() -> Node:
+            node = await self.node_cls.open(
+                Path("sim-unused"),
+                ClusterConfig(
+                    node_id=nid, peers=peers, tick_ms=mix.tick_ms, election_ticks=mix.election_ticks
+                ),
+                NodeLimits(
+                    snapshot_entries=mix.snapshot_entries,
+                    request_timeout_ms=mix.request_timeout_ms,
+                ),
+                DriverLimits(tick_ms=mix.tick_ms),
+                transport_factory=lambda n: SimTransport(self, nid, owner),
+                storage=storage,
+                wall_ms=lambda: WALL_MS_START + skew_ms + loop.monotonic_ms(),
+                monotonic_ms=loop.monotonic_ms,
+                rng=node_rng,
+            )
+            node.start()
+            return node
+
+        task = loop.create_task(open_node(), context=owned_context(owner))
+        node = await task
+        self._nodes[nid] = node
+        self.note("start", nid)
+
+    def crash(self, nid: int, why: str) -> None:
+        node = self._nodes[nid]
+        if node is None:
+            return
+        self.snapshots += node.snapshots_taken
+        self._nodes[nid] = None
+        self.disks[nid].crash()
+        self.loop.kill(self.owner_of(nid))
+        self.faults[why] += 1
+        self.note("crash", nid, why)
+
+    def _save_hook(self, nid: int) -> Callable[[], None]:
+        def on_save_start() -> None:
+            if not self._chaos or self.rng.random() >= self.mix.crash_in_save:
+                return
+            if len(self.ids) - len(self.live_ids()) >= self._down_max():
+                return
+            # Later in this save's window: after the turn's other callbacks.
+            self.loop.call_soon(self._crash_and_reboot, nid)
+
+        return on_save_start
+
+    def _crash_and_reboot(self, nid: int) -> None:
+        if self._nodes[nid] is None or self.disks[nid].inflight is None:
+            return
+        self.crash(nid, "crash_in_save")
+        delay_s = self.rng.randint(1, self.mix.reboot_ms_max) / 1000
+        self.loop.call_later(delay_s, self._restart_soon, nid)
+
+    def _restart_soon(self, nid: int) -> None:
+        if self._nodes[nid] is None and nid not in self._restarting:
+            self._restarting.add(nid)
+            self.loop.create_task(self._restart(nid))
+
+    async def _restart(self, nid: int) -> None:
+        try:
+            if self._nodes[nid] is None:
+                await self.start(nid)
+        finally:
+            self._restarting.discard(nid)
+
+    def _down_max(self) -> int:
+        return (len(self.ids) - 1) // 2
+
+    # ---- the nemesis ------------------------------------------------------------------------------
+
+    async def _nemesis(self) -> None:
+        mix = self.mix
+        rng = self.rng
+        kinds = [
+            ("partition", mix.partition),
+            ("isolate_leader", mix.isolate_leader),
+            ("heal", mix.heal),
+            ("crash", mix.crash),
+            ("restart", mix.restart),
+        ]
+        total = sum(w for _, w in kinds)
+        while self._chaos:
+            await asyncio.sleep(
+                rng.randint(mix.nemesis_ms_mean // 2, 2 * mix.nemesis_ms_mean) / 1000
+            )
+            if not self._chaos:
+                return
+            roll = rng.random() * total
+            for kind, weight in kinds:
+                roll -= weight
+                if roll < 0:
+                    break
+            if kind == "partition":
+                self._partition()
+            elif kind == "isolate_leader":
+                leaders = [i for i in self.live_ids() if self._is_leader(i)]
+                if leaders:
+                    self._isolate(leaders[0])
+            elif kind == "heal":
+                self.cut.clear()
+                self.note("heal")
+            elif kind == "crash":
+                live = self.live_ids()
+                if len(self.ids) - len(live) < self._down_max() and live:
+                    self.crash(rng.choice(live), "crash")
+            elif kind == "restart":
+                down = [i for i in self.ids if self._nodes[i] is None]
+                if down:
+                    self._restart_soon(rng.choice(down))
+                    self.faults["restart"] += 1
+
+    def _is_leader(self, nid: int) -> bool:
+        node = self._nodes[nid]
+        return node is not None and node.driver.core.role is Role.LEADER
+
+    def _partition(self) -> None:
+        rng = self.rng
+        side = set(rng.sample(self.ids, rng.randint(1, self._down_max() or 1)))
+        one_way = rng.random() < self.mix.one_way
+        self.cut.clear()
+        for a in side:
+            for b in self.ids:
+                if b not in side:
+                    self.cut.add((a, b))
+                    if not one_way:
+                        self.cut.add((b, a))
+        self.faults["partition_one_way" if one_way else "partition"] += 1
+        self.note("partition", sorted(side), one_way)
+
+    def _isolate(self, nid: int) -> None:
+        self.cut.clear()
+        for b in self.ids:
+            if b != nid:
+                self.cut.update({(nid, b), (b, nid)})
+        self.faults["isolate_leader"] += 1
+        self.note("isolate", nid)
+
+    # ---- the monitor -------------------------------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        """At most one leader per term, sampled every half tick."""
+        step_s = self.mix.tick_ms / 2000
+        while not self._stop_clients or self._chaos:
+            for nid in self.live_ids():
+                node = self._nodes[nid]
+                assert node is not None
+                core = node.driver.core
+                if core.role is Role.LEADER:
+                    other = self.leader_of_term.setdefault(core.term, nid)
+                    if other != nid:
+                        self.violate(f"nodes {other} and {nid} both led term {core.term}")
+                    self.note("leader", core.term, nid)
+            await asyncio.sleep(step_s)
+
+    def violate(self, what: str) -> None:
+        if what not in self.violations:
+            self.violations.append(what)
+            self.note("violation", what)
+
+    # ---- the clients ---------------------------------------------------------------------------------
+
+    async def on_node(self, nid: int, call: Callable[[Node], Awaitable[T]]) -> T:
+        """Run ``call`` as the node's task (a crash cancels it), bounded by the
+        client's timeout."""
+        node = self._nodes[nid]
+        if node is None:
+            raise _Down(f"node {nid} is down")
+
+        async def run() -> T:
+            return await call(node)
+
+        task = self.loop.create_task(run(), context=owned_context(self.owner_of(nid)))
+        done, _ = await asyncio.wait([task], timeout=self.mix.client_timeout_ms / 1000)
+        if not done:
+            task.cancel()
+            raise _Lost("client timeout")
+        if task.cancelled():
+            raise _Lost("node crashed")
+        return task.result()
+
+    async def _client(self, cid: str, rng: random.Random) -> None:
+        mix = self.mix
+        versions: dict[str, int] = dict.fromkeys(mix.keys, 0)
+        high_zxid = 0
+        seen = self.zxids_seen.setdefault(cid, [])
+        n = 0
+        while not self._stop_clients:
+            await asyncio.sleep(rng.randint(1, mix.think_ms_max) / 1000)
+            nid = rng.choice(self.ids)
+            key = rng.choice(mix.keys)
+            path = f"/reg-{key}"
+            roll = rng.random()
+            n += 1
+            if roll < mix.read_share:
+                await self._lin_read(cid, nid, key)
+            elif roll < mix.read_share + mix.seq_read_share:
+                try:
+                    zxid = await self.on_node(nid, _seq_read(high_zxid))
+                except (CoordError, _Down, _Lost):
+                    continue
+                seen.append(Observation(self.loop.monotonic_ns(), zxid))
+                high_zxid = max(high_zxid, zxid)
+            else:
+                value = f"{cid}.{n}"
+                if roll < mix.read_share + mix.seq_read_share + mix.cas_share:
+                    expected = max(0, versions[key] + rng.randint(-1, 1))  # -1 is ANY_VERSION
+                    op = self.history.invoke(cid, "cas", key, (expected, value))
+                    set_op = SetDataOp(path, value.encode(), version=expected)
+                else:
+                    op = self.history.invoke(cid, "write", key, value)
+                    set_op = SetDataOp(path, value.encode(), upsert=True)
+                try:
+                    result = await self.on_node(nid, _propose(set_op))
+                except CoordError as exc:
+                    if exc.code in DEFINITE_REFUSALS:
+                        self.history.fail(op, exc.code)
+                    else:
+                        self.history.unknown(op, exc.code)
+                    continue
+                except _Down:
+                    self.history.fail(op, "Down")
+                    continue
+                except _Lost as exc:
+                    self.history.unknown(op, str(exc))
+                    continue
+                stat = result.results[0].stat
+                assert stat is not None
+                versions[key] = stat.version
+                self.history.ok(op, stat.version)
+                seen.append(Observation(self.loop.monotonic_ns(), result.zxid, op.id))
+                high_zxid = max(high_zxid, result.zxid)
+
+    async def _lin_read(self, cid: str, nid: int, key: str) -> bool:
+        op = self.history.invoke(cid, "read", key)
+        try:
+            data, version = await self.on_node(nid, _lin_read(f"/reg-{key}"))
+        except CoordError as exc:
+            self.history.fail(op, exc.code)
+            return False
+        except (_Down, _Lost) as exc:
+            self.history.fail(op, type(exc).__name__)
+            return False
+        self.history.ok(op, (data, version))
+        return True
+
+    # ---- the run -----------------------------------------------------------------------------------------
+
+    async def _poll(self, what: str, done: Callable[[], bool], within_ms: int) -> bool:
+        deadline = self.loop.monotonic_ms() + within_ms
+        while not done():
+            if self.loop.monotonic_ms() >= deadline:
+                self.violate(f"liveness: not {what} within {within_ms} ms")
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    def _leader(self) -> Node | None:
+        leaders = [n for n in self._nodes.values() if n is not None and n.driver.is_leader]
+        if len(leaders) != 1:
+            return None
+        core = leaders[0].driver.core
+        if core.log.term(core.committed) != core.term or leaders[0].applied_index < core.committed:
+            return None
+        return leaders[0]
+
+    def _converged(self) -> bool:
+        nodes = [n for n in self._nodes.values() if n is not None]
+        leader = self._leader()
+        if leader is None or len(nodes) != len(self.ids):
+            return False
+        committed = leader.driver.core.committed
+        return all(n.applied_index == committed for n in nodes) and (
+            len({(n.zxid, n.digest()) for n in nodes}) == 1
+        )
+
+    async def _main(self) -> None:
+        mix = self.mix
+        for nid in self.ids:
+            await self.start(nid)
+        monitor = self.loop.create_task(self._monitor())
+        if not await self._poll("a leader is elected", lambda: self._leader() is not None, 5000):
+            return
+        for key in mix.keys:
+            await self._create(f"/reg-{key}")
+        self._chaos = True
+        nemesis = self.loop.create_task(self._nemesis())
+        clients = [
+            self.loop.create_task(self._client(f"c{c}", random.Random(self.rng.getrandbits(64))))
+            for c in range(mix.clients)
+        ]
+        await asyncio.sleep(mix.chaos_ms / 1000)
+        self._chaos = False
+        await nemesis
+        self.cut.clear()
+        self.note("heal all")
+        for nid in self.ids:
+            if self._nodes[nid] is None and nid not in self._restarting:
+                await self.start(nid)
+        await self._poll(
+            "every node is up", lambda: all(n is not None for n in self._nodes.values()), 2000
+        )
+        await asyncio.sleep(mix.steady_ms / 1000)
+        self._stop_clients = True
+        await asyncio.gather(*clients)
+        if await self._poll("every node converged", self._converged, mix.heal_ms_max):
+            for nid in self.ids:
+                for key in mix.keys:
+                    await self._lin_read("final", nid, key)
+        await monitor
+
+    async def _create(self, path: str) -> None:
+        for _ in range(50):
+            leader = self._leader()
+            if leader is not None:
+                try:
+                    await self.on_node(leader.node_id, _propose(CreateOp(path, INITIAL.encode())))
+                    return
+                except (CoordError, _Down, _Lost):
+                    pass
+            await asyncio.sleep(0.05)
+        self.violate(f"liveness: could not create {path}")
+
+    async def _shutdown(self) -> None:
+        for nid in self.ids:
+            node = self._nodes[nid]
+            if node is not None:
+                self.snapshots += node.snapshots_taken
+                self._nodes[nid] = None
+                self.loop.kill(self.owner_of(nid))
+        await asyncio.sleep(0.001)
+
+    def run(self) -> SimResult:
+        started = time.perf_counter()
+        loop = self.loop
+        try:
+            loop.run_until_complete(self._main())
+        except Stuck as exc:
+            self.violate(f"liveness: {exc}")
+        finally:
+            try:
+                loop.run_until_complete(self._shutdown())
+            except Stuck:
+                pass
+            loop.close()
+        ops = self.history.ops()
+        result = SimResult(
+            self.seed,
+            self.mix.name,
+            self.bug,
+            "",
+            Counter(f"{op.f}_{op.outcome}" for op in ops),
+            Counter(self.faults),
+            loop.monotonic_ms(),
+            max_zxid=max((o.zxid for obs in self.zxids_seen.values() for o in obs), default=0),
+            snapshots=self.snapshots,
+        )
+        for op in ops:
+            self._trace.update(orjson.dumps(op.to_json(), option=orjson.OPT_SORT_KEYS))
+        self._check(ops)
+        result.trace = self._trace.hexdigest()
+        result.wall_s = time.perf_counter() - started
+        if self.violations:
+            raise Violation(
+                f"{self.violations[0]} ({result.summary()}; "
+                f"replay: {replay_command(self.seed, self.mix.name, self.bug)})"
+            )
+        return result
+
+    def _check(self, ops: list[Any]) -> None:
+        lin = check_linearizable(
+            ops, VersionedRegister(initial=INITIAL), time_budget_s=CHECK_BUDGET_S
+        )
+        for anomaly in lin.anomalies():
+            if anomaly.kind == "not_linearizable":
+                self.violate(f"not linearizable: {anomaly.message}")
+        for anomaly in check_monotonic_zxids(self.zxids_seen):
+            self.violate(f"zxid went back: {anomaly.message}")
+
+
+def _propose(op: Any) -> Callable[[Node], Awaitable[Any]]:
+    async def call(node: Node) -> Any:
+        return await node.propose((op,))
+
+    return call
+
+
+def _lin_read(path: str) -> Callable[[Node], Awaitable[tuple[str, int]]]:
+    async def call(node: Node) -> tuple[str, int]:
+        await node.barrier(linearizable=True)
+        znode = node.get(path)
+        return znode.data.decode(), znode.version
+
+    return call
+
+
+def _seq_read(min_zxid: int) -> Callable[[Node], Awaitable[int]]:
+    async def call(node: Node) -> int:
+        await node.barrier(min_zxid=min_zxid)
+        return node.zxid
+
+    return call
+
+
+def run_seed(seed: int, mix: str = "default", bug: str | None = None) -> SimResult:
+    from tests.sim.node_bugs import NODE_BUGS
+
+    node_cls = NODE_BUGS[bug] if bug else Node
+    return NodeSimulation(seed, mix, bug, node_cls).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tests.sim.node_bugs import NODE_BUGS
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seed", required=True, type=int)
+    p.add_argument("--mix", choices=sorted(MIXES), default="default")
+    p.add_argument("--bug", choices=sorted(NODE_BUGS), default=None)
+    args = p.parse_args(argv)
+    try:
+        result = run_seed(args.seed, args.mix, args.bug)
+    except Violation as v:
+        print(f"VIOLATION: {v}")
+        return 1
+    print(result.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
