@@ -24,3 +24,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=1,
         help="seed of the fault-suite soak: its fault schedule and its clients",
     )
+    parser.addoption(
+        "--chaos-net",
+        choices=("auto", "netns", "proxy"),
+        default="auto",
+        help="the fault suite's network: network namespaces, TCP proxies between the peers,"
+        " or auto (namespaces where they can be made, else proxies)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The fault suite's harness reads the choice where its clusters are made.
+    from tests.chaos import harness
+
+    harness.NET_CHOICE = str(config.getoption("--chaos-net"))
