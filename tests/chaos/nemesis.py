@@ -12,6 +12,10 @@ between elections, and every fault kind the suite knows comes up:
   kill        SIGKILL a random node; restarted on its data dir at the heal
   kill_leader SIGKILL the leader
   pause       SIGSTOP a node for longer than an election timeout, then SIGCONT
+  kill_some   SIGKILL several nodes at once (two up to a minority; one of 3);
+              restarted at the heal
+  rolling     restart every node in turn, each by SIGTERM or SIGKILL, waiting
+              for it to be ready before the next (heals itself: no hold)
 """
 
 from __future__ import annotations
@@ -22,16 +26,28 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.chaos.net import Network
+from tests.chaos.harness import FaultNetwork
 from tests.integration.cluster import Cluster
 
-KINDS = ("isolate", "partition", "one_way", "bridge", "kill", "kill_leader", "pause")
+KINDS = (
+    "isolate",
+    "partition",
+    "one_way",
+    "bridge",
+    "kill",
+    "kill_leader",
+    "pause",
+    "kill_some",
+    "rolling",
+)
+# How long a node restarted by the rolling restart may take to be ready.
+ROLLING_READY_S = 20.0
 
 
 @dataclass
 class Nemesis:
     cluster: Cluster
-    net: Network
+    net: FaultNetwork
     rng: random.Random
     fault_s: tuple[float, float] = (1.0, 3.0)  # how long one fault holds
     calm_s: tuple[float, float] = (0.5, 1.5)  # healthy spell after each heal
@@ -48,8 +64,11 @@ class Nemesis:
         """Fault, heal, calm, until the deadline; healed when it returns."""
         try:
             while time.monotonic() < until_monotonic_s:
-                self.inject(self.rng.choice(self._kinds()))
-                time.sleep(self.rng.uniform(*self.fault_s))
+                kind = self.rng.choice(self._kinds())
+                self.inject(kind)
+                hold_s = self.rng.uniform(*self.fault_s)  # drawn always: one schedule per seed
+                if kind != "rolling":
+                    time.sleep(hold_s)
                 self.heal()
                 time.sleep(self.rng.uniform(*self.calm_s))
         finally:
@@ -86,6 +105,21 @@ class Nemesis:
             self.cluster.kill(node, signal.SIGKILL)
             self._killed.append(node)
             what = f"kill -9 {node}"
+        elif kind == "kill_some":
+            some = rng.sample(ids, max(1, rng.randint(min(2, minority), minority)))
+            for node in some:
+                self.cluster.kill(node, signal.SIGKILL)
+            self._killed.extend(some)
+            what = f"kill -9 {sorted(some)}"
+        elif kind == "rolling":
+            steps = []
+            for node in rng.sample(ids, len(ids)):
+                sig = rng.choice((signal.SIGTERM, signal.SIGKILL))
+                self.cluster.kill(node, sig)
+                self.cluster.start(node)
+                self.cluster.wait_ready([node], timeout=ROLLING_READY_S)
+                steps.append(f"{node}:{sig.name}")
+            what = f"rolling restart {' '.join(steps)}"
         elif kind == "pause":
             node = rng.choice(ids)
             self.cluster.kill(node, signal.SIGSTOP)

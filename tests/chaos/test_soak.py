@@ -1,42 +1,78 @@
-"""The soak: register clients on every node while the nemesis injects one
-fault after another (partitions of every shape, kill -9, SIGSTOP), then a
-heal, and the checkers on what was recorded:
+"""The soak: every workload on every node while the nemesis injects one
+fault after another (partitions of every shape, kill -9 of one node, of the
+leader or of a minority at once, SIGSTOP, rolling restarts), then a heal,
+and the checkers on what was recorded:
 
-- the register history is linearizable (per key; unknown outcomes may or
-  may not have happened);
-- no client's default reads ever go back in zxid;
-- every node ends at one zxid with one digest.
+- registers: the history is linearizable (per key; unknown outcomes may or
+  may not have happened), and no client's default reads go back in zxid;
+- the sequential set: no acknowledged create lost, numbers unique and
+  gap-free, no child that no create can explain;
+- locks: the fence log accepted tokens in order, one holder at a time;
+- watchers: each stream is exactly the committed events of its range, and
+  the nodes' replays agree;
+- sessions and ephemerals (the lock nodes too): no ephemeral goes before a
+  delete or its session's end;
+- every session ends once nobody heartbeats it, and every node ends at one
+  zxid with one digest.
 
   pytest -m chaos tests/chaos/test_soak.py --chaos-minutes=30 --chaos-seed=7
 
-prints what it did (operations by outcome, faults by kind, anomalies). A
-failing run leaves its history, anomalies and timeline pictures under the
-test's tmp dir and names it.
+prints what it did (operations by outcome per workload, faults by kind,
+anomalies per checker). A failing run leaves its history, anomalies,
+timeline pictures and what the workloads read at the end under the test's
+tmp dir and names it.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from tests.chaos.checkers import Anomaly, check_monotonic_zxids
 from tests.chaos.harness import netns_cluster
-from tests.chaos.history import History
+from tests.chaos.history import History, Op
 from tests.chaos.linearizable import VersionedRegister, check_linearizable
 from tests.chaos.nemesis import Nemesis
 from tests.chaos.timeline import write_failure
 from tests.chaos.workload import RegisterClients
-from tests.integration.cluster import wait_for
+from tests.chaos.workload_locks import LockClients
+from tests.chaos.workload_sessions import TTL_MS, EphemeralClients
+from tests.chaos.workload_sets import SequentialSet
+from tests.chaos.workload_watch import Watchers
+from tests.integration.cluster import Cluster, http, wait_for
 
 pytestmark = pytest.mark.chaos
 
 KEYS = ("a", "b", "c")
 CONVERGE_S = 30.0
 CHECK_BUDGET_S = 120.0
+# Every session is left to die at the end: it must be gone a ttl later (and
+# an election or two, on a busy machine).
+SESSIONS_END_S = TTL_MS / 1000 + 10.0
+
+
+def open_sessions(cluster: Cluster) -> list[Any] | None:
+    """The sessions still open, read linearizably on the first node that answers."""
+    for m in cluster:
+        status, _, body = http("GET", m.url + "/v1/sessions?consistency=linearizable", timeout=3)
+        if status == 200:
+            return list(json.loads(body)["sessions"])
+    return None
+
+
+def tally(ops: list[Op]) -> str:
+    outcomes = Counter(op.outcome for op in ops)
+    return (
+        f"{len(ops)} attempted, {outcomes['ok']} ok, {outcomes['fail']} failed,"
+        f" {outcomes['unknown']} unknown"
+    )
 
 
 @pytest.mark.parametrize("nodes", [3, 5])
@@ -45,45 +81,98 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, nodes: int) -> Non
     seed = int(request.config.getoption("--chaos-seed")) * 10 + nodes
     history = History()
     with netns_cluster(tmp_path, nodes) as (cluster, net):
-        clients = RegisterClients(cluster, KEYS, history, seed)
-        clients.create_registers()
+        registers = RegisterClients(cluster, KEYS, history, seed)
+        registers.create_registers()
+        sets = SequentialSet(cluster, history, seed)
+        locks = LockClients(cluster, history, seed)
+        watchers = Watchers(cluster, history, seed)
+        ephemerals = EphemeralClients(cluster, history, seed)
+        for prepared in (sets, locks, ephemerals):
+            prepared.prepare()
+        workloads = (registers, sets, locks, watchers, ephemerals)
         nemesis = Nemesis(cluster, net, random.Random(seed))
         fault_s = minutes * 60
-        clients.start(max_s=fault_s + 60)
+        for w in workloads:
+            w.start(max_s=fault_s + 60)
         try:
             nemesis.run(until_monotonic_s=time.monotonic() + fault_s)
             healed_ns = time.monotonic_ns()
 
             def acknowledged_since_heal() -> bool:
                 ok = [o for o in history.ops() if o.invoke_ns > healed_ns and o.outcome == "ok"]
-                return len(ok) >= clients.clients
+                return len(ok) >= registers.clients
 
             # The clients see the healed cluster before they stop.
             wait_for("operations acknowledged after the heal", acknowledged_since_heal, CONVERGE_S)
         finally:
-            clients.stop()
+            for w in workloads:
+                w.halt()
+            for w in workloads:
+                w.stop()
         cluster.wait_ready(timeout=CONVERGE_S)
+        wait_for("every session ended", lambda: open_sessions(cluster) == [], SESSIONS_END_S)
         wait_for("one zxid and digest on every node", cluster.converged, CONVERGE_S)
-        clients.final_reads()
+        registers.final_reads()
+        sets.final_read()
+        locks.final_read()
+        watchers.replay()
 
     ops = history.ops()
+
+    def of(keys: tuple[str, ...]) -> list[Op]:
+        return [op for op in ops if op.key in keys]
+
+    register_ops = [op for op in ops if op.key in KEYS]
     lin = check_linearizable(
-        ops, VersionedRegister(initial=clients.initial), time_budget_s=CHECK_BUDGET_S
+        register_ops, VersionedRegister(initial=registers.initial), time_budget_s=CHECK_BUDGET_S
     )
-    anomalies: list[Anomaly] = lin.anomalies()
-    anomalies += check_monotonic_zxids(clients.zxids_seen)
-    outcomes = Counter(op.outcome for op in ops)
-    print(
-        f"\nsoak of {nodes} nodes, seed {seed}, {minutes:g} min of faults:"
-        f" {len(ops)} operations ({outcomes['ok']} ok, {outcomes['fail']} failed,"
-        f" {outcomes['unknown']} unknown), {sum(len(v) for v in clients.zxids_seen.values())}"
-        f" default reads; faults {dict(nemesis.injected)}; anomalies {len(anomalies)}"
-    )
+    found: dict[str, list[Anomaly]] = {
+        "linearizable registers": lin.anomalies(),
+        "monotonic zxids": check_monotonic_zxids(registers.zxids_seen),
+        "sequential creates": sets.check(),
+        "fencing": locks.check(),
+        "watch streams": watchers.check(),
+        "ephemerals": ephemerals.record.check(watchers.committed),
+        "lock ephemerals": locks.record.check(watchers.committed),
+    }
+    anomalies = [a for group in found.values() for a in group]
+    default_reads = sum(len(v) for v in registers.zxids_seen.values())
+    lines = [
+        f"soak of {nodes} nodes, seed {seed}, {minutes:g} min of faults:",
+        f"  registers   {tally(register_ops)}; {default_reads} default reads",
+        f"  set         {tally(sets.ops())}; {len(sets.final_children)} final children",
+        f"  locks       {tally(of(locks.keys))}; {locks.summary()}; {locks.record.summary()}",
+        f"  watchers    {tally(of(watchers.keys))} streams; {watchers.summary()}",
+        f"  ephemerals  {tally(of(ephemerals.keys))}; {ephemerals.record.summary()}",
+        f"  faults      {dict(nemesis.injected)}",
+        f"  anomalies   {len(anomalies)}: "
+        + ", ".join(f"{name} {len(group)}" for name, group in found.items()),
+    ]
+    print("\n" + "\n".join(lines))
     if anomalies:
-        written = write_failure(tmp_path / "failure", history, anomalies)
-        pytest.fail(
-            f"{len(anomalies)} anomalies, first: {anomalies[0].message}; history and"
-            f" pictures: {sorted({str(p.parent) for p in written})}"
+        directory = tmp_path / "failure"
+        written = write_failure(directory, history, anomalies)
+        (directory / "workloads.json").write_bytes(
+            orjson.dumps(
+                {
+                    "faults": nemesis.log,
+                    "set_children": sets.final_children,
+                    "fence_log": locks.fence_log,
+                    "ephemeral_events": [list(e) for e in ephemerals.record.events],
+                    "lock_ephemeral_events": [list(e) for e in locks.record.events],
+                    "watch_streams": {k: [list(e) for e in v] for k, v in watchers.streams.items()},
+                    "committed_events": [list(e) for e in watchers.committed],
+                    "replay_floor": watchers.replay_floor,
+                },
+                option=orjson.OPT_INDENT_2,
+            )
         )
-    assert outcomes["ok"] > 50, f"only {outcomes['ok']} operations succeeded"
+        by_checker = {name: len(group) for name, group in found.items() if group}
+        pytest.fail(
+            f"{len(anomalies)} anomalies {by_checker}, first: {anomalies[0].message}; history,"
+            f" pictures and workloads.json: {sorted({str(p.parent) for p in written})}"
+        )
+    assert len([op for op in register_ops if op.outcome == "ok"]) > 50
+    assert locks.fence_log, "no lock was ever used"
+    assert watchers.committed and any(watchers.streams.values()), "the watchers saw nothing"
     assert sum(nemesis.injected.values()) >= max(1, int(minutes * 60 / 5)), nemesis.injected

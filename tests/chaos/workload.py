@@ -1,4 +1,15 @@
-"""Register clients: threads doing reads, writes and compare-and-sets on a
+"""Workloads of the soak: threads that talk to random nodes and record what
+they did, each bounded in count and time and stopping by themselves. This
+module holds what they share (answers read as ok / fail / unknown, a base
+that starts and stops client threads) and the register clients; the others
+live beside it:
+
+  workload_sets.py      sequential creates under one parent
+  workload_sessions.py  sessions kept by heartbeats, ephemerals, their end
+  workload_locks.py     the lock recipe, fenced accesses to a guarded log
+  workload_watch.py     recursive SSE watchers that resume on any node
+
+Register clients: threads doing reads, writes and compare-and-sets on a
 few znodes through random nodes, every operation recorded in a ``History``
 (invoke, then ok / fail / unknown), for the linearizability checker.
 
@@ -10,7 +21,8 @@ A register is one znode; its state is (data, version), as the
   cas    PUT ?version=N                         ok new version, or fail BadVersion
 
 How an answer is recorded: 2xx is ok; a refusal that says the write was
-never logged (``Unavailable``, ``TooManyRequests``, ``BadVersion``) is a fail;
+never logged (``Unavailable``, ``TooManyRequests``, ``BadVersion``), or a
+connection refused (the node is down: nothing was sent), is a fail;
 ``OutcomeUnknown``, a timeout or a broken connection is unknown (it may have
 happened). A read that fails is a fail: it changed nothing.
 
@@ -25,11 +37,13 @@ import json
 import random
 import threading
 import time
+import urllib.error
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 from tests.chaos.checkers import Observation
-from tests.chaos.history import History
+from tests.chaos.history import History, Op
 from tests.integration.cluster import Cluster, http
 
 REQUEST_TIMEOUT_S = 3.0
@@ -45,6 +59,99 @@ def _code(body: bytes) -> str:
         return str(json.loads(body).get("code", ""))
     except (ValueError, AttributeError):
         return ""
+
+
+problem_code = _code
+
+# Refusals of a write that say it was never logged, so it never takes effect.
+# ZxidNotReached is not among them for the other workloads: a write can commit
+# while the node that forwarded it has not applied it yet.
+WRITE_REFUSALS = frozenset(
+    {
+        "Unavailable",
+        "TooManyRequests",
+        "BadVersion",
+        "NodeExists",
+        "NoNode",
+        "NotEmpty",
+        "SessionExpired",
+        "BadArguments",
+        "NoChildrenForEphemerals",
+    }
+)
+
+
+def send_write(
+    history: History,
+    op: Op,
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout_s: float = REQUEST_TIMEOUT_S,
+) -> tuple[Op, Any]:
+    """Send one write and record how it ended: (the completed op, its JSON answer
+    when ok, else the refusal's code or None)."""
+    try:
+        status, _, answer = http(method, url, body, headers=headers, timeout=timeout_s)
+    except OSError as exc:
+        if never_sent(exc):
+            return history.fail(op, "ConnectionRefused"), None
+        return history.unknown(op, type(exc).__name__), None
+    if 200 <= status < 300:
+        doc = json.loads(answer)
+        return history.ok(op, doc.get("path", doc.get("zxid"))), doc
+    code = _code(answer)
+    if code in WRITE_REFUSALS:
+        return history.fail(op, code), code
+    return history.unknown(op, code or str(status)), None
+
+
+def never_sent(exc: OSError) -> bool:
+    """Whether the request surely reached no server: its connection was refused
+    (the node is down), so it cannot take effect."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    return isinstance(reason, ConnectionRefusedError)
+
+
+class ClientThreads:
+    """The threads of one workload: started together, each ending by itself at
+    its deadline or at ``stop()``, whichever comes first."""
+
+    def __init__(self) -> None:
+        self.stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(
+        self,
+        target: Callable[[int, random.Random, float], None],
+        count: int,
+        seed: int,
+        max_s: float,
+    ) -> None:
+        """``target(client, rng, end_monotonic_s)`` for clients 0..count-1."""
+        end_s = time.monotonic() + max_s
+        for c in range(count):
+            rng = random.Random(seed * 1000 + c)
+            t = threading.Thread(target=target, args=(c, rng, end_s), daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def running(self, end_s: float) -> bool:
+        return not self.stopping.is_set() and time.monotonic() < end_s
+
+    def pause(self, seconds: float) -> None:
+        """A client's think time; cut short by ``stop()``."""
+        self.stopping.wait(seconds)
+
+    def halt(self) -> None:
+        """Ask every client to end, without waiting."""
+        self.stopping.set()
+
+    def stop(self, join_s: float = REQUEST_TIMEOUT_S * 3) -> None:
+        self.stopping.set()
+        for t in self._threads:
+            t.join(join_s)
 
 
 @dataclass
@@ -73,6 +180,9 @@ class RegisterClients:
             t = threading.Thread(target=self._client, args=(c, rng, max_s), daemon=True)
             self._threads.append(t)
             t.start()
+
+    def halt(self) -> None:
+        self._stop.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -139,7 +249,10 @@ class RegisterClients:
                 timeout=REQUEST_TIMEOUT_S,
             )
         except OSError as exc:
-            self.history.unknown(op, type(exc).__name__)
+            if never_sent(exc):
+                self.history.fail(op, "ConnectionRefused")
+            else:
+                self.history.unknown(op, type(exc).__name__)
             return
         if 200 <= status < 300:
             self.history.ok(op, int(json.loads(body)["stat"]["version"]))
