@@ -105,12 +105,16 @@ class NodeMix:
     crash_in_save: float = 0.01  # per save: the node crashes while it is in flight
     reboot_ms_max: int = 300  # such a node restarts within this
     disk_latency_ms_max: int = 4
+    slow_disk_ms_max: int = 0  # > latency: each disk's latency bound is drawn up to this
     torn_rate: float = 0.4  # of saves in flight at a crash: torn
     lands_rate: float = 0.3  # ... or landed whole (else lost)
     snapshot_entries: int = 60  # snapshot after this many applied entries
     request_timeout_ms: int = 1500
     client_timeout_ms: int = 2000
     think_ms_max: int = 30
+    # Peer messages in a whole run (a healthy 3-node run of 5 virtual seconds
+    # sends about 5,000); past this the run stops as livelocked.
+    msgs_max: int = 100_000
     read_share: float = 0.35  # linearizable reads
     seq_read_share: float = 0.15  # default reads with min_zxid
     cas_share: float = 0.25  # the rest: upserts
@@ -123,6 +127,15 @@ MIXES: dict[str, NodeMix] = {
         NodeMix("crashy", crash=0.35, restart=0.35, crash_in_save=0.03, partition=0.1),
         NodeMix("lossy", loss=0.15, dup=0.1, msg_delay_ms_max=20, rpc_answer_loss=0.1),
         NodeMix("five", nodes=5, clients=5),
+        NodeMix("slowdisk", slow_disk_ms_max=60, read_share=0.5, partition=0.1, crash=0.1),
+        NodeMix(
+            "snapshots",
+            snapshot_entries=20,
+            dup=0.2,
+            crash=0.3,
+            restart=0.35,
+            slow_disk_ms_max=20,
+        ),
         NodeMix("long", chaos_ms=15_000, steady_ms=1000),
     ]
 }
@@ -153,12 +166,14 @@ class SimResult:
         )
 
 
-def replay_command(seed: int, mix: str, bug: str | None) -> str:
+def replay_command(seed: int, mix: str, bug: str | None, pin_saved_set: bool = True) -> str:
     cmd = f"python -m tests.sim.node_sim --seed {seed}"
     if mix != "default":
         cmd += f" --mix {mix}"
     if bug:
         cmd += f" --bug {bug}"
+    if not pin_saved_set:
+        cmd += " --unpinned-snapshot-save"
     return cmd
 
 
@@ -190,6 +205,9 @@ class SimTransport:
         loop = sim.loop
         for m in messages:
             sim.stats["msgs"] += 1
+            if sim.stats["msgs"] > mix.msgs_max:
+                sim.abort(f"liveness: a message storm, over {mix.msgs_max} messages sent")
+                return
             if rng.random() < mix.loss:
                 sim.stats["msgs_lost"] += 1
                 continue
@@ -253,6 +271,7 @@ class NodeSimulation:
         mix: NodeMix | str = "default",
         bug: str | None = None,
         node_cls: type[Node] = Node,
+        pin_saved_set: bool = True,
     ) -> None:
         self.mix = MIXES[mix] if isinstance(mix, str) else mix
         self.seed = seed
@@ -266,7 +285,10 @@ class NodeSimulation:
             i: SimDisk(
                 self.ids,
                 self.rng,
-                self.mix.disk_latency_ms_max,
+                self.rng.randint(
+                    self.mix.disk_latency_ms_max,
+                    max(self.mix.disk_latency_ms_max, self.mix.slow_disk_ms_max),
+                ),
                 self.mix.torn_rate,
                 self.mix.lands_rate,
             )
@@ -274,6 +296,8 @@ class NodeSimulation:
         }
         for i, disk in self.disks.items():
             disk.on_save_start = self._save_hook(i)
+            disk.pin_saved_set = pin_saved_set
+        self._pin_saved_set = pin_saved_set
         self._nodes: dict[int, Node | None] = dict.fromkeys(self.ids)
         self._incarnation: dict[int, int] = dict.fromkeys(self.ids, 0)
         self._restarting: set[int] = set()
@@ -288,6 +312,7 @@ class NodeSimulation:
         self._chaos = False
         self._stop_clients = False
         self.snapshots = 0
+        self._aborted = False
 
     # ---- who is up ----------------------------------------------------------------------
 
@@ -502,6 +527,14 @@ class NodeSimulation:
                     self.note("leader", core.term, nid)
             await asyncio.sleep(step_s)
 
+    def abort(self, what: str) -> None:
+        """Stop the run now (it cannot end well, and would only burn time)."""
+        if self._aborted:
+            return
+        self.violate(what)
+        self._aborted = True
+        self.loop.stop()
+
     def violate(self, what: str) -> None:
         if what not in self.violations:
             self.violations.append(what)
@@ -652,11 +685,42 @@ class NodeSimulation:
         await asyncio.sleep(mix.steady_ms / 1000)
         self._stop_clients = True
         await asyncio.gather(*clients)
-        if await self._poll("every node converged", self._converged, mix.heal_ms_max):
+        converged = await self._poll("every node converged", self._converged, mix.heal_ms_max)
+        self._check_divergence()
+        if converged:
             for nid in self.ids:
                 for key in mix.keys:
                     await self._lin_read("final", nid, key)
         await monitor
+
+    def _check_divergence(self) -> None:
+        """Nodes at one zxid hold one tree (whether or not they converged)."""
+        by_zxid: dict[int, dict[str, list[int]]] = {}
+        for nid in self.live_ids():
+            node = self._nodes[nid]
+            assert node is not None
+            by_zxid.setdefault(node.zxid, {}).setdefault(node.digest(), []).append(nid)
+        for zxid, digests in sorted(by_zxid.items()):
+            if len(digests) > 1:
+                groups = " vs ".join(str(ids) for ids in digests.values())
+                self.violate(f"nodes at zxid {zxid} hold different trees: {groups}")
+        if not self._converged():
+            self.violate(f"not converged: {self._describe()}")
+
+    def _describe(self) -> str:
+        cells = []
+        for nid in self.ids:
+            node = self._nodes[nid]
+            if node is None:
+                cells.append(f"{nid}:down")
+                continue
+            core = node.driver.core
+            cells.append(
+                f"{nid}:{core.role.value} t{core.term} c{core.committed} a{node.applied_index}"
+                f" l{core.log.last_index()} z{node.zxid} {node.digest()[:8]}"
+                f"{' failed' if node.driver.failed else ''}"
+            )
+        return " | ".join(cells)
 
     async def _create(self, path: str) -> None:
         for _ in range(50):
@@ -686,11 +750,14 @@ class NodeSimulation:
             loop.run_until_complete(self._main())
         except Stuck as exc:
             self.violate(f"liveness: {exc}")
+        except RuntimeError:
+            if not self._aborted:
+                raise
         finally:
             try:
                 loop.run_until_complete(self._shutdown())
-            except Stuck:
-                pass
+            except (Stuck, RuntimeError):
+                pass  # an aborted run: its nodes are gone, what is left is not checked
             loop.close()
         ops = self.history.ops()
         result = SimResult(
@@ -711,8 +778,8 @@ class NodeSimulation:
         result.wall_s = time.perf_counter() - started
         if self.violations:
             raise Violation(
-                f"{self.violations[0]} ({result.summary()}; "
-                f"replay: {replay_command(self.seed, self.mix.name, self.bug)})"
+                f"{'; '.join(self.violations)} ({result.summary()}; "
+                f"replay: {replay_command(self.seed, self.mix.name, self.bug, self._pin_saved_set)})"
             )
         return result
 
@@ -751,11 +818,13 @@ def _seq_read(min_zxid: int) -> Callable[[Node], Awaitable[int]]:
     return call
 
 
-def run_seed(seed: int, mix: str = "default", bug: str | None = None) -> SimResult:
+def run_seed(
+    seed: int, mix: str = "default", bug: str | None = None, pin_saved_set: bool = True
+) -> SimResult:
     from tests.sim.node_bugs import NODE_BUGS
 
     node_cls = NODE_BUGS[bug] if bug else Node
-    return NodeSimulation(seed, mix, bug, node_cls).run()
+    return NodeSimulation(seed, mix, bug, node_cls, pin_saved_set).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -765,9 +834,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--mix", choices=sorted(MIXES), default="default")
     p.add_argument("--bug", choices=sorted(NODE_BUGS), default=None)
+    p.add_argument(
+        "--unpinned-snapshot-save",
+        action="store_true",
+        help="without the storage workaround (shows the re-staged snapshot bug)",
+    )
     args = p.parse_args(argv)
     try:
-        result = run_seed(args.seed, args.mix, args.bug)
+        result = run_seed(args.seed, args.mix, args.bug, not args.unpinned_snapshot_save)
     except Violation as v:
         print(f"VIOLATION: {v}")
         return 1
