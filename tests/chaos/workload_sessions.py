@@ -21,9 +21,17 @@ up to ``LEASE_MARGIN_S`` short of a ttl after the last acknowledged
 heartbeat was sent (``Session.lease_until_s``), and records the session's end
 at the highest zxid it had seen by then (or by when it sent a close that
 ended unknown, or stopped heartbeating): a zxid committed before the session
-could end, so a lower bound of the end's own. An ephemeral removed before it
-is an anomaly. The same bound tells a lock holder when to stop using its lock
+could end, so a lower bound of the end's own; an acknowledged write that
+needed the session alive (an ephemeral create, a lock holder's fenced access)
+raises it to that write's zxid. An ephemeral removed before it is an anomaly.
+The same bound tells a lock holder when to stop using its lock
 (workload_locks.py).
+
+Session writes go through the node the client holds its session on, as a
+ZooKeeper client does: another node may not have applied the open yet, and
+answers ``SessionExpired`` for it. A client told ``SessionExpired`` asks the
+same node again with ``X-Coord-Min-Zxid`` (``GET /v1/sessions/<id>``) before
+it believes it; how often a node behind said so is counted in the summary.
 """
 
 from __future__ import annotations
@@ -50,6 +58,10 @@ HEARTBEAT_EVERY_S = 0.6
 HEARTBEAT_TIMEOUT_S = 1.0
 # Pause after a heartbeat that got no answer before the next node is tried.
 HEARTBEAT_RETRY_S = 0.1
+EPHEMERALS = "/chaos-eph"
+EPHEMERAL_KEY = "eph"
+# How long an ephemeral client holds its session before closing or dropping it.
+HOLD_S = (0.2, 2.0)
 
 
 @dataclass
@@ -311,11 +323,6 @@ class EphemeralRecord:
                 f" {self.counts['SessionExpired from a node behind']} SessionExpired from a"
                 " node behind"
             )
-
-
-EPHEMERALS = "/chaos-eph"
-EPHEMERAL_KEY = "eph"
-HOLD_S = (0.2, 2.0)
 
 
 @dataclass
