@@ -31,7 +31,17 @@ linearizable (``VersionedRegister``), no client saw its zxid go back, at most
 one leader per term was ever seen, and every node converges to one zxid and
 one tree digest within a bound (liveness).
 
-Replay a seed:  python -m tests.sim.node_sim --seed N [--bug BUG] [--mix MIX]
+Fault mixes (``MIXES``): default, crashy (more crashes, also inside saves),
+lossy (loss, duplication, long delays, lost RPC answers), five (5 nodes),
+slowdisk (each disk its own latency bound: followers lag in applying),
+snapshots (a snapshot every 20 entries, duplicated InstallSnapshots), long.
+
+Not simulated: membership changes, sessions and ephemerals in the workload
+(the maintenance tasks run, with no sessions to expire), wall-clock jumps.
+``SimStorage`` carries a workaround of a storage bug this simulation found
+(see ``SimStorage.pin_saved_set``); ``--unpinned-snapshot-save`` runs without.
+
+Replay a seed:  python -m tests.sim.node_sim --seed N [--mix MIX] [--bug BUG]
 """
 
 from __future__ import annotations
