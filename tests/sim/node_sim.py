@@ -704,11 +704,15 @@ class NodeSimulation:
         await monitor
 
     def _check_divergence(self) -> None:
-        """Nodes at one zxid hold one tree (whether or not they converged)."""
+        """Nodes at one zxid hold one tree (whether or not they converged), and
+        no node's loop stopped on an error."""
         by_zxid: dict[int, dict[str, list[int]]] = {}
         for nid in self.live_ids():
             node = self._nodes[nid]
             assert node is not None
+            if node.driver.failed is not None:
+                # No fault injected here fails a write: the loop broke on its own.
+                self.violate(f"node {nid}'s loop failed: {node.driver.failed!r}")
             by_zxid.setdefault(node.zxid, {}).setdefault(node.digest(), []).append(nid)
         for zxid, digests in sorted(by_zxid.items()):
             if len(digests) > 1:
