@@ -136,14 +136,14 @@ class Network:
         _run(*host.exec_prefix(), "iptables", "-A", CHAIN, "-s", src, "-j", "DROP")
         self.cuts.add((listener, silenced))
 
-    def drop_dialled(self, listener: int, dialler: int, port: int) -> None:
-        """``listener`` stops hearing what ``dialler`` sends on connections
-        ``dialler`` opened to ``port``; answers to ``listener``'s own
+    def drop_dialled(self, listener: int, dialer: int, port: int) -> None:
+        """``listener`` stops hearing what ``dialer`` sends on connections
+        ``dialer`` opened to ``port``; answers to ``listener``'s own
         requests still arrive. (Peers dial one stream per direction: this
-        cuts ``dialler``'s replication stream to ``listener`` and nothing
+        cuts ``dialer``'s replication stream to ``listener`` and nothing
         else.) Removed by ``heal``."""
         host = self.hosts[listener]
-        src = self.hosts[dialler].address
+        src = self.hosts[dialer].address
         rule = ("-s", src, "-p", "tcp", "--dport", str(port), "-j", "DROP")
         _run(*host.exec_prefix(), "iptables", "-A", CHAIN, *rule)
 

@@ -126,20 +126,20 @@ PLANTED = (
 
 def plant(bug: str) -> None:
     """Swap the wrong class for ``bug`` into the server (``none``: no bug)."""
-    node_module.RaftConfig = functools.partial(  # type: ignore[assignment,misc]
+    node_module.RaftConfig = functools.partial(  # type: ignore[attr-defined]
         RaftConfig, max_inflight_msgs=1, max_bytes_per_msg=4096
     )
     if bug == "none":
         return
     if bug == "ack_before_majority":
-        node_module.Raft = ApplyBeforeCommit  # type: ignore[misc]
+        node_module.Raft = ApplyBeforeCommit  # type: ignore[attr-defined]
         return
     node_class = {
         "read_before_apply": ReadBeforeApply,
         "forward_before_apply": ForwardBeforeApply,
         "no_renewal_on_failover": NoRenewalOnFailover,
     }[bug]
-    app_module.Node = node_class  # type: ignore[misc]
+    app_module.Node = node_class  # type: ignore[attr-defined]
 
 
 def main(argv: list[str]) -> None:

@@ -14,14 +14,13 @@ import json
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import netns_cluster
-from tests.chaos.net import Network
+from tests.chaos.harness import FaultNetwork, netns_cluster
 from tests.integration.cluster import ELECTION_TIMEOUT_MAX_S, Cluster, get_json, http, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -41,6 +40,10 @@ class Writes:
     refused: list[tuple[int, int, int]] = field(default_factory=list)  # (value, node, status)
     next_value: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def more_than(self, count: int) -> Callable[[], bool]:
+        """A check for wait_for: more than ``count`` writes acknowledged."""
+        return lambda: len(self.acked) > count
 
     def write(
         self, cluster: Cluster, node: int, method: str = "PUT", path: str = REGISTER
@@ -63,13 +66,13 @@ class Writes:
 
 
 @pytest.fixture
-def cluster3(tmp_path: Path) -> Iterator[tuple[Cluster, Network]]:
+def cluster3(tmp_path: Path) -> Iterator[tuple[Cluster, FaultNetwork]]:
     with netns_cluster(tmp_path, 3) as (cluster, net):
         yield cluster, net
 
 
 @pytest.fixture
-def cluster5(tmp_path: Path) -> Iterator[tuple[Cluster, Network]]:
+def cluster5(tmp_path: Path) -> Iterator[tuple[Cluster, FaultNetwork]]:
     with netns_cluster(tmp_path, 5) as (cluster, net):
         yield cluster, net
 
@@ -111,7 +114,7 @@ def assert_no_linearizable_read(cluster: Cluster, node: int) -> None:
     assert status in (503, 504), (status, body)
 
 
-def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, Network]) -> None:
+def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, FaultNetwork]) -> None:
     cluster, net = cluster3
     writes = Writes()
     old = cluster.leader([1, 2, 3], ELECTION_S)
@@ -134,7 +137,7 @@ def test_isolated_leader_steps_aside_and_rejoins(cluster3: tuple[Cluster, Networ
     assert new != old
 
 
-def test_minority_side_refuses_majority_side_serves(cluster5: tuple[Cluster, Network]) -> None:
+def test_minority_side_refuses_majority_side_serves(cluster5: tuple[Cluster, FaultNetwork]) -> None:
     cluster, net = cluster5
     writes = Writes()
     lead = cluster.leader([1, 2, 3, 4, 5], ELECTION_S)
@@ -156,7 +159,7 @@ def test_minority_side_refuses_majority_side_serves(cluster5: tuple[Cluster, Net
     assert_converged(cluster, writes)
 
 
-def test_bridge_node_keeps_one_leader(cluster5: tuple[Cluster, Network]) -> None:
+def test_bridge_node_keeps_one_leader(cluster5: tuple[Cluster, FaultNetwork]) -> None:
     """{1,2} | {4,5}, and 3 hears both: only a leader that 3 follows can
     reach a majority, so there is at most one, and writes go on."""
     cluster, net = cluster5
@@ -171,7 +174,7 @@ def test_bridge_node_keeps_one_leader(cluster5: tuple[Cluster, Network]) -> None
     assert_converged(cluster, writes)
 
 
-def test_one_way_cut_from_the_followers(cluster3: tuple[Cluster, Network]) -> None:
+def test_one_way_cut_from_the_followers(cluster3: tuple[Cluster, FaultNetwork]) -> None:
     """The leader stops hearing its followers (their acknowledgements are
     lost): it must stop acknowledging, and the followers elect another."""
     cluster, net = cluster3
@@ -191,7 +194,7 @@ def test_one_way_cut_from_the_followers(cluster3: tuple[Cluster, Network]) -> No
     assert_converged(cluster, writes)
 
 
-def test_ring_makes_progress(cluster5: tuple[Cluster, Network]) -> None:
+def test_ring_makes_progress(cluster5: tuple[Cluster, FaultNetwork]) -> None:
     """Each node hears only its two neighbours: a leader commits with them,
     and the nodes two hops away do not depose it for good."""
     cluster, net = cluster5
@@ -220,7 +223,7 @@ def test_ring_makes_progress(cluster5: tuple[Cluster, Network]) -> None:
     assert_converged(cluster, writes)
 
 
-def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, Network]) -> None:
+def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, FaultNetwork]) -> None:
     """Writers on every node while the leader is cut off and healed over and
     over: every acknowledged write is in the final state, in order."""
     cluster, net = cluster3
@@ -241,6 +244,9 @@ def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, Network]) ->
             net.isolate(lead)
             cluster.leader([i for i in (1, 2, 3) if i != lead], ELECTION_S, not_=lead)
             net.heal()
+            # Writes go on between the flaps, however fast the network is cut
+            # and healed (proxies do it at once, iptables in tens of ms).
+            wait_for("writes after the heal", writes.more_than(len(writes.acked) + 4), ELECTION_S)
     finally:
         stop.set()
         for t in threads:

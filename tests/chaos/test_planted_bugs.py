@@ -38,10 +38,9 @@ from tests.chaos.checkers import (
     check_monotonic_zxids,
     check_session_leases,
 )
-from tests.chaos.harness import PEER_PORT, netns_cluster
+from tests.chaos.harness import FaultNetwork, netns_cluster
 from tests.chaos.history import History
 from tests.chaos.linearizable import VersionedRegister, check_linearizable
-from tests.chaos.net import Network
 from tests.chaos.planted import PLANTED
 from tests.chaos.timeline import write_failure
 from tests.integration.cluster import Cluster, http, wait_for
@@ -57,7 +56,7 @@ LEASE_SLACK_MS = 1500
 SLOWED_S = 1.5
 BIG_VALUE_BYTES = 16 * 1024
 
-Scenario = Callable[[Cluster, Network, History], list[Anomaly]]
+Scenario = Callable[[Cluster, FaultNetwork, History], list[Anomaly]]
 
 
 # ---- recorded operations ------------------------------------------------------------
@@ -129,7 +128,7 @@ def followers(cluster: Cluster, leader: int) -> list[int]:
 # ---- scenarios -------------------------------------------------------------------------
 
 
-def isolated_leader_write(cluster: Cluster, net: Network, history: History) -> list[Anomaly]:
+def isolated_leader_write(cluster: Cluster, net: FaultNetwork, history: History) -> list[Anomaly]:
     create_register(cluster, "a")
     leader = cluster.leader()
     majority = followers(cluster, leader)
@@ -141,7 +140,7 @@ def isolated_leader_write(cluster: Cluster, net: Network, history: History) -> l
     return linearizable(history)
 
 
-def slowed_follower_read(cluster: Cluster, net: Network, history: History) -> list[Anomaly]:
+def slowed_follower_read(cluster: Cluster, net: FaultNetwork, history: History) -> list[Anomaly]:
     create_register(cluster, "b")
     leader = cluster.leader()
     slow = followers(cluster, leader)[0]
@@ -181,13 +180,15 @@ def slowed_follower_read(cluster: Cluster, net: Network, history: History) -> li
     return linearizable(history)
 
 
-def forwarded_write_read_back(cluster: Cluster, net: Network, history: History) -> list[Anomaly]:
+def forwarded_write_read_back(
+    cluster: Cluster, net: FaultNetwork, history: History
+) -> list[Anomaly]:
     create_register(cluster, "c")
     leader = cluster.leader()
     node = followers(cluster, leader)[0]
     # The follower still forwards to the leader and hears its answers, but
     # not its replication stream: it cannot apply what it forwards.
-    net.drop_dialled(node, leader, PEER_PORT)
+    net.drop_dialled(node, leader, cluster[node].peer_port)
     seen: list[Observation] = []
     zxid = write(history, "sticky", cluster, node, "c", "forwarded")
     if zxid:
@@ -199,7 +200,9 @@ def forwarded_write_read_back(cluster: Cluster, net: Network, history: History) 
     return check_monotonic_zxids({"sticky": seen})
 
 
-def session_through_failover(cluster: Cluster, net: Network, history: History) -> list[Anomaly]:
+def session_through_failover(
+    cluster: Cluster, net: FaultNetwork, history: History
+) -> list[Anomaly]:
     ids = sorted(m.node_id for m in cluster)
     status, _, body = http(
         "POST",
@@ -258,7 +261,7 @@ def planted_build(bug: str) -> tuple[str, ...]:
 
 
 def run_scenario(
-    tmp_path: Path, bug: str, name: str, cluster: Cluster, net: Network
+    tmp_path: Path, bug: str, name: str, cluster: Cluster, net: FaultNetwork
 ) -> list[Anomaly]:
     history = History()
     anomalies = SCENARIOS[name](cluster, net, history)
