@@ -126,7 +126,7 @@ PLANTED = (
 
 def plant(bug: str) -> None:
     """Swap the wrong class for ``bug`` into the server (``none``: no bug)."""
-    node_module.RaftConfig = functools.partial(  # type: ignore[attr-defined]
+    node_module.RaftConfig = functools.partial(  # type: ignore[attr-defined,assignment]
         RaftConfig, max_inflight_msgs=1, max_bytes_per_msg=4096
     )
     if bug == "none":
