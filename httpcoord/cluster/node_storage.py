@@ -343,7 +343,17 @@ class MirroredStorage(ABC):
     ) -> None:
         async with self._lock:
             plan = self._plan_save(hard_state, snapshot, entries)
-            await self._commit_save(plan)
+            # The chunk set this save makes visible stays live while it is
+            # written: the same snapshot staged again meanwhile (a resent
+            # InstallSnapshot) replaces it in _staged, and the collector would
+            # delete it under the save (found by tests/sim/node_sim.py).
+            pinned = plan.snapshot_set if plan.snapshot_set not in self._writing else 0
+            if pinned:
+                self._writing.add(pinned)
+            try:
+                await self._commit_save(plan)
+            finally:
+                self._writing.discard(pinned)
             # Validated above, so the mirror takes it without failing.
             self._mem.save(hard_state, snapshot, entries)
             self.fsyncs += 1

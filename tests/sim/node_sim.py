@@ -38,8 +38,10 @@ snapshots (a snapshot every 20 entries, duplicated InstallSnapshots), long.
 
 Not simulated: membership changes, sessions and ephemerals in the workload
 (the maintenance tasks run, with no sessions to expire), wall-clock jumps.
-``SimStorage`` carries a workaround of a storage bug this simulation found
-(see ``SimStorage.pin_saved_set``); ``--unpinned-snapshot-save`` runs without.
+It found a storage bug on its first day: the same snapshot staged again (a
+resent InstallSnapshot) while its save was in flight let the collector
+delete the chunk set the save then made visible (``MirroredStorage._save``
+now pins it; seed 3 of the snapshots mix replays it).
 
 Replay a seed:  python -m tests.sim.node_sim --seed N [--mix MIX] [--bug BUG]
 """
@@ -176,14 +178,12 @@ class SimResult:
         )
 
 
-def replay_command(seed: int, mix: str, bug: str | None, pin_saved_set: bool = True) -> str:
+def replay_command(seed: int, mix: str, bug: str | None) -> str:
     cmd = f"python -m tests.sim.node_sim --seed {seed}"
     if mix != "default":
         cmd += f" --mix {mix}"
     if bug:
         cmd += f" --bug {bug}"
-    if not pin_saved_set:
-        cmd += " --unpinned-snapshot-save"
     return cmd
 
 
@@ -281,7 +281,6 @@ class NodeSimulation:
         mix: NodeMix | str = "default",
         bug: str | None = None,
         node_cls: type[Node] = Node,
-        pin_saved_set: bool = True,
     ) -> None:
         self.mix = MIXES[mix] if isinstance(mix, str) else mix
         self.seed = seed
@@ -306,8 +305,6 @@ class NodeSimulation:
         }
         for i, disk in self.disks.items():
             disk.on_save_start = self._save_hook(i)
-            disk.pin_saved_set = pin_saved_set
-        self._pin_saved_set = pin_saved_set
         self._nodes: dict[int, Node | None] = dict.fromkeys(self.ids)
         self._incarnation: dict[int, int] = dict.fromkeys(self.ids, 0)
         self._restarting: set[int] = set()
@@ -793,7 +790,7 @@ class NodeSimulation:
         if self.violations:
             raise Violation(
                 f"{'; '.join(self.violations)} ({result.summary()}; "
-                f"replay: {replay_command(self.seed, self.mix.name, self.bug, self._pin_saved_set)})"
+                f"replay: {replay_command(self.seed, self.mix.name, self.bug)})"
             )
         return result
 
@@ -832,13 +829,11 @@ def _seq_read(min_zxid: int) -> Callable[[Node], Awaitable[int]]:
     return call
 
 
-def run_seed(
-    seed: int, mix: str = "default", bug: str | None = None, pin_saved_set: bool = True
-) -> SimResult:
+def run_seed(seed: int, mix: str = "default", bug: str | None = None) -> SimResult:
     from tests.sim.node_bugs import NODE_BUGS
 
     node_cls = NODE_BUGS[bug] if bug else Node
-    return NodeSimulation(seed, mix, bug, node_cls, pin_saved_set).run()
+    return NodeSimulation(seed, mix, bug, node_cls).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -848,14 +843,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", required=True, type=int)
     p.add_argument("--mix", choices=sorted(MIXES), default="default")
     p.add_argument("--bug", choices=sorted(NODE_BUGS), default=None)
-    p.add_argument(
-        "--unpinned-snapshot-save",
-        action="store_true",
-        help="without the storage workaround (shows the re-staged snapshot bug)",
-    )
     args = p.parse_args(argv)
     try:
-        result = run_seed(args.seed, args.mix, args.bug, not args.unpinned_snapshot_save)
+        result = run_seed(args.seed, args.mix, args.bug)
     except Violation as v:
         print(f"VIOLATION: {v}")
         return 1

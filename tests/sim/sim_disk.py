@@ -48,7 +48,6 @@ class SimDisk:
         self.torn_rate = torn_rate
         self.lands_rate = lands_rate
         self.inflight: SavePlan | None = None
-        self.pin_saved_set = True  # see SimStorage.pin_saved_set
         self.current: SimStorage | None = None
         self.on_save_start: Callable[[], None] | None = None
         self.saves = 0
@@ -96,13 +95,6 @@ class SimStorage(MirroredStorage):
         super().__init__(copy.deepcopy(disk.durable), disk.visible_set, disk.next_set)
         self.disk = disk
         self.dead = False  # set by a crash: a dead incarnation writes nothing more
-        # Workaround of a MirroredStorage bug this simulation found: the same
-        # snapshot staged again (a resent InstallSnapshot) while its save is in
-        # flight replaces the staged chunk set, and the collector deletes the
-        # set the save then makes visible. Pinning that set for the save's
-        # duration is the fix proposed for MirroredStorage._save; until it
-        # lands there, it is applied here (False shows the bug).
-        self.pin_saved_set = disk.pin_saved_set
 
     def _check_alive(self) -> None:
         if self.dead:
@@ -116,22 +108,15 @@ class SimStorage(MirroredStorage):
     async def _commit_save(self, plan: SavePlan) -> None:
         disk = self.disk
         self._check_alive()
-        pinned = self.pin_saved_set and plan.snapshot_set and plan.snapshot_set not in self._writing
-        if pinned:
-            self._writing.add(plan.snapshot_set)
-        try:
-            disk.inflight = plan
-            if disk.on_save_start is not None:
-                disk.on_save_start()
-            await asyncio.sleep(disk.latency_s())
-            self._check_alive()
-            # The fsync returned: durable.
-            disk.inflight = None
-            disk.saves += 1
-            disk._land(plan)
-        finally:
-            if pinned:
-                self._writing.discard(plan.snapshot_set)
+        disk.inflight = plan
+        if disk.on_save_start is not None:
+            disk.on_save_start()
+        await asyncio.sleep(disk.latency_s())
+        self._check_alive()
+        # The fsync returned: durable.
+        disk.inflight = None
+        disk.saves += 1
+        disk._land(plan)
 
     async def _commit_chunks(self, set_id: int, first_seq: int, chunks: list[bytes]) -> None:
         await asyncio.sleep(self.disk.latency_s())
