@@ -15,6 +15,12 @@ and takes the lock recipe:
    and the fence log's sequence numbers are the order it accepted them in;
 4. release: delete the lock node, or close the session, or let it die.
 
+One hold in ten stalls instead: the holder stops heartbeating, waits past
+its ttl, then accesses the resource without looking (a process paused by the
+machine, a client cut off): the check in the multi must refuse it, as the
+session and its lock node are gone, and if a leader change kept the session
+alive, no other holder can have accessed in between.
+
 A client that cannot tell its session is alive (``Session.usable``: no
 acknowledged heartbeat for a ttl less the lease margin), whose lock node is
 gone, or whose create or access ended unknown stops using the resource and
@@ -29,6 +35,7 @@ import json
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tests.chaos.checkers import Access, Anomaly, check_fencing, sequence_number
@@ -53,6 +60,10 @@ WAIT_POLL_S = 1
 # A waiter gives up (and lets its session die) after this long.
 WAIT_MAX_S = 15.0
 ACCESSES = (1, 3)
+# The share of holds where the holder stalls past its ttl, then accesses anyway
+# (after the ttl and this much more).
+ZOMBIE_SHARE = 0.1
+ZOMBIE_EXTRA_S = 1.0
 FINAL_READ_S = 30.0
 
 
@@ -66,6 +77,7 @@ class LockClients:
     threads: ClientThreads = field(default_factory=ClientThreads)
     fence_log: list[str] = field(default_factory=list)
     holds: int = 0
+    zombies: Counter[bool] = field(default_factory=Counter)  # stalled holders' accesses accepted?
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     keys = (LOCK_KEY, FENCE_KEY)
@@ -125,6 +137,9 @@ class LockClients:
             return
         with self._lock:
             self.holds += 1
+        if rng.random() < ZOMBIE_SHARE:
+            self._zombie(c, rng, keeper, session, path, token)
+            return
         for _ in range(rng.randint(*ACCESSES)):
             if not session.usable() or not self._access(c, rng, keeper, session, path, token):
                 keeper.release()
@@ -137,6 +152,24 @@ class LockClients:
             keeper.close()
         else:
             keeper.release()
+
+    def _zombie(
+        self,
+        c: int,
+        rng: random.Random,
+        keeper: SessionKeeper,
+        session: Session,
+        path: str,
+        token: int,
+    ) -> None:
+        """A holder stalled past its session's ttl (a long pause, a lost
+        network), which then uses the resource without asking: the fence
+        must refuse it once the session has gone (its lock node with it)."""
+        keeper.release()
+        self.threads.pause(session.ttl_ms / 1000 + ZOMBIE_EXTRA_S)
+        accepted = self._access(c, rng, keeper, session, path, token)
+        with self._lock:
+            self.zombies[accepted] += 1
 
     def _wait_until_held(
         self, rng: random.Random, keeper: SessionKeeper, session: Session, path: str, end_s: float
@@ -241,4 +274,7 @@ class LockClients:
         return check_fencing(self.accesses())
 
     def summary(self) -> str:
-        return f"{self.holds} holds, {len(self.fence_log)} accepted accesses"
+        return (
+            f"{self.holds} holds, {len(self.fence_log)} accepted accesses,"
+            f" stalled holders refused {self.zombies[False]} / accepted {self.zombies[True]}"
+        )
