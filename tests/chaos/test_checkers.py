@@ -492,6 +492,16 @@ def test_watch_stream_finds_missing_invented_duplicate_and_backward_events() -> 
     assert kinds == ["zxid_went_back"]
 
 
+def test_equal_events_of_one_txn_each_arrive_once() -> None:
+    # A session's close deleting two ephemerals of /w: two equal children_changed.
+    close = [WatchEvent(9, "deleted", "/w/e1"), WatchEvent(9, "deleted", "/w/e2")]
+    close += [WatchEvent(9, "children_changed", "/w")] * 2
+    assert check_watch_stream(close, close, "/w") == []
+    kinds = [a.kind for a in check_watch_stream(close, [*close, close[-1]], "/w")]
+    assert kinds == ["duplicate_event"]
+    assert [a.kind for a in check_watch_stream(close, close[:-1], "/w")] == ["missing_events"]
+
+
 # --- monotonic zxids -----------------------------------------------------------------
 
 

@@ -24,7 +24,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -46,23 +45,6 @@ REPLAY_TIMEOUT_S = 30.0
 
 def event_of(doc: dict[str, object]) -> WatchEvent:
     return WatchEvent(int(str(doc["zxid"])), str(doc["type"]), str(doc["path"]))
-
-
-def numbered(events: list[WatchEvent]) -> list[WatchEvent]:
-    """Whole txns' events, the k-th repeat of a (zxid, type, path) typed ``type#k``.
-
-    A txn may make equal events: a session's close deletes its ephemerals, and
-    each deletion makes a ``children_changed`` of their parent. The checker
-    counts an event seen twice as a duplicate delivery, so repeats within a txn
-    are told apart by their rank, on the received and the committed side alike.
-    """
-    seen: Counter[WatchEvent] = Counter()
-    out = []
-    for e in events:
-        k = seen[e]
-        seen[e] += 1
-        out.append(e if k == 0 else e._replace(type=f"{e.type}#{k}"))
-    return out
 
 
 @dataclass
@@ -154,7 +136,7 @@ class Watchers:
                 if "id" in fields:
                     # The txn is whole: its events count as received.
                     last_id = int(fields["id"])
-                    received.extend(numbered(pending))
+                    received.extend(pending)
                     taken += len(pending)
                     pending.clear()
                 fields = {}
@@ -219,7 +201,7 @@ def replay_committed(cluster: Cluster) -> tuple[list[WatchEvent], int, list[Anom
         for e in events:
             mine.setdefault(e.zxid, []).append(e)
         for zxid, events_of_txn in mine.items():
-            txn = numbered(events_of_txn)
+            txn = events_of_txn
             other = by_zxid.setdefault(zxid, (m.node_id, txn))
             if other[1] != txn:
                 found.append(
