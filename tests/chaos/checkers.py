@@ -374,46 +374,38 @@ def check_ephemerals(events: Sequence[EphemeralEvent]) -> list[Anomaly]:
 
 
 class SessionLease(NamedTuple):
-    """One session as its client saw it: the heartbeats it sent (history ops, any
-    outcome) and when it first learned the session was gone (the completion of the
-    op that told it, ns), or None if it never did."""
+    """One session as its client saw it: when it sent the latest heartbeat (or open)
+    the server acknowledged before the end, and when it first learned the session was
+    gone (None: it never did); times in monotonic ns. ``op_id``: that heartbeat's
+    history op, if it has one."""
 
     session: Process
     ttl_ms: int
-    heartbeats: Sequence[Op]
+    last_ack_sent_ns: int
     ended_seen_ns: int | None
+    op_id: int | None = None
 
 
 def check_session_leases(leases: Sequence[SessionLease], slack_ms: int) -> list[Anomaly]:
     """A session its client keeps heartbeating stays open: it may expire only once a
-    whole ttl has passed since the latest heartbeat the server acknowledged (counted
-    from that heartbeat's invocation, less ``slack_ms`` for the follower's ping to the
-    leader and the detection of a lost leader). A leader change renews nothing the
-    client must redo."""
+    whole ttl has passed since the latest heartbeat the server acknowledged was sent,
+    less ``slack_ms`` for a follower's ping to the leader and the detection of a lost
+    leader. A leader change renews nothing the client must redo."""
     found: list[Anomaly] = []
     for lease in leases:
         if lease.ended_seen_ns is None:
             continue
-        acked = [
-            h
-            for h in lease.heartbeats
-            if h.outcome == "ok"
-            and h.complete_ns is not None
-            and h.complete_ns <= lease.ended_seen_ns
-        ]
-        if not acked:
-            continue
-        last = max(acked, key=lambda h: h.invoke_ns)
-        earliest_ns = last.invoke_ns + (lease.ttl_ms - slack_ms) * 1_000_000
+        earliest_ns = lease.last_ack_sent_ns + (lease.ttl_ms - slack_ms) * 1_000_000
         if lease.ended_seen_ns < earliest_ns:
             early_ms = (earliest_ns - lease.ended_seen_ns) // 1_000_000 + slack_ms
             found.append(
                 Anomaly(
                     "session_expired_early",
                     f"session {lease.session!r} (ttl {lease.ttl_ms} ms) was gone "
-                    f"{early_ms} ms before a ttl had passed since its heartbeat op {last.id}",
-                    (last.id,),
-                    (last.invoke_ns, lease.ended_seen_ns),
+                    f"{early_ms} ms before a ttl had passed since its last acknowledged "
+                    "heartbeat was sent",
+                    () if lease.op_id is None else (lease.op_id,),
+                    (lease.last_ack_sent_ns, lease.ended_seen_ns),
                 )
             )
     return found

@@ -243,8 +243,11 @@ def session_through_failover(
         time.sleep(0.25)  # the client's heartbeat interval: a twentieth of the ttl
     if killed is not None:
         cluster.start(killed)
-    heartbeats = [op for op in history.ops() if op.f == "heartbeat"]
-    lease = SessionLease(session, SESSION_TTL_MS, heartbeats, ended_ns)
+    acked = [op for op in history.ops() if op.f == "heartbeat" and op.outcome == "ok"]
+    if not acked:
+        return []
+    last = max(acked, key=lambda op: op.invoke_ns)
+    lease = SessionLease(session, SESSION_TTL_MS, last.invoke_ns, ended_ns, last.id)
     return check_session_leases([lease], LEASE_SLACK_MS)
 
 

@@ -43,7 +43,15 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tests.chaos.checkers import Anomaly, EphemeralEvent, WatchEvent, check_ephemerals, under
+from tests.chaos.checkers import (
+    Anomaly,
+    EphemeralEvent,
+    SessionLease,
+    WatchEvent,
+    check_ephemerals,
+    check_session_leases,
+    under,
+)
 from tests.chaos.history import History, Op
 from tests.chaos.workload import ClientThreads, problem_code, send_write
 from tests.integration.cluster import Cluster, http
@@ -76,7 +84,7 @@ class Session:
     alive_zxid: int = 0  # an acknowledged write that needed it alive took this zxid
     closed_zxid: int | None = None
     released_s: float | None = None  # the client sent a close or stopped heartbeating
-    expired_seen: bool = False  # a heartbeat was answered SessionExpired
+    expired_seen_s: float | None = None  # when a node confirmed SessionExpired
     done: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -226,7 +234,7 @@ class SessionKeeper:
         except OSError:
             return False
         if status == 404:
-            session.expired_seen = True
+            session.expired_seen_s = time.monotonic()
             return True
         if status == 200:
             self.record.count("SessionExpired from a node behind")
@@ -302,19 +310,25 @@ class EphemeralRecord:
 
     def check(self, committed: list[WatchEvent]) -> list[Anomaly]:
         """``committed``: the replayed events; their ``deleted`` under the prefix
-        are the removals."""
+        are the removals. A session its client saw expire must have gone a ttl
+        unheard first (less the margin)."""
         with self._lock:
             events = list(self.events) + [s.end_event() for s in self.sessions]
+            leases = [
+                SessionLease(s.id, s.ttl_ms, int(s.acked_s * 1e9), int(s.expired_seen_s * 1e9))
+                for s in self.sessions
+                if s.expired_seen_s is not None
+            ]
         events += [
             EphemeralEvent(e.zxid, "removed", e.path)
             for e in committed
             if e.type == "deleted" and under(e.path, self.prefix)
         ]
-        return check_ephemerals(events)
+        return check_ephemerals(events) + check_session_leases(leases, int(LEASE_MARGIN_S * 1000))
 
     def summary(self) -> str:
         with self._lock:
-            expired = sum(1 for s in self.sessions if s.expired_seen)
+            expired = sum(1 for s in self.sessions if s.expired_seen_s is not None)
             closed = sum(1 for s in self.sessions if s.closed_zxid is not None)
             beats = sum(n for what, n in self.counts.items() if what.startswith("heartbeat"))
             return (
