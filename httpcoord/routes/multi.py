@@ -43,7 +43,7 @@ async def multi(request: web.Request) -> web.Response:
     except ValidationError as exc:
         raise BadArguments("invalid multi request", errors=_errors(exc)) from None
     needs_session = any(isinstance(o, CreateOpIn) and o.ephemeral for o in request_model.ops)
-    owner = session_of(request) if needs_session else ""
+    owner = await session_of(request) if needs_session else ""
     ops = _to_ops(request_model, limits, owner)
     node = request.app[NODE]
     if not ops:

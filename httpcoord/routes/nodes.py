@@ -76,7 +76,7 @@ async def create_node(request: web.Request) -> web.Response:
     ephemeral, container = flag(q, "ephemeral"), flag(q, "container")
     ttl_ms = integer(q, "ttl_ms", 1, TTL_MS_MAX) or 0
     check_node_kind(path, ephemeral, container, ttl_ms)
-    owner = session_of(request) if ephemeral else ""
+    owner = await session_of(request) if ephemeral else ""
     data = await read_body(request, limits.data_bytes_max)
     op = CreateOp(path, data, sequential, flag(q, "parents"), owner, container, ttl_ms)
     txn = await request.app[NODE].propose((op,))

@@ -36,15 +36,30 @@ SESSION_GONE = "session closed"  # the cancel message end_keepalives sends
 SERVER_STOPPING = "server stopping"  # ... and stop_keepalives
 
 
-def session_of(request: web.Request) -> str:
+async def session_of(request: web.Request) -> str:
     """The session an ephemeral create names (and keeps alive)."""
     session_id = request.headers.get(SESSION_HEADER)
     if not session_id:
         raise BadArguments(f"an ephemeral node needs a session: send the {SESSION_HEADER} header")
     # Any use of a session is a sign of life, as in ZooKeeper; an unknown
     # one is refused here and again, authoritatively, when the txn applies.
-    request.app[NODE].heartbeat(session_id)
+    await heartbeat_known(request, session_id)
     return session_id
+
+
+async def heartbeat_known(request: web.Request, session_id: str) -> int:
+    """A heartbeat (its ttl). A session this node has not seen is looked for
+    again at a linearizable point before the answer is SessionExpired: a
+    node behind may not have applied its open yet, and a client told
+    SessionExpired gives its session up."""
+    node = request.app[NODE]
+    try:
+        return node.heartbeat(session_id)
+    except SessionExpired:
+        if node.session(session_id) is not None:
+            raise  # known here and being expired: gone
+        await node.barrier(linearizable=True)
+        return node.heartbeat(session_id)
 
 
 def new_session_id() -> str:
@@ -104,7 +119,7 @@ async def get_session(request: web.Request) -> web.Response:
 async def heartbeat(request: web.Request) -> web.Response:
     query(request, _NO_PARAMS)
     session_id = request.match_info["id"]
-    ttl_ms = request.app[NODE].heartbeat(session_id)
+    ttl_ms = await heartbeat_known(request, session_id)
     return json_response({"id": session_id, "ttl_ms": ttl_ms})
 
 
@@ -121,7 +136,7 @@ async def keepalive(request: web.Request) -> web.StreamResponse:
     query(request, _NO_PARAMS)
     node = request.app[NODE]
     session_id = request.match_info["id"]
-    node.heartbeat(session_id)  # unknown or expired: 404 before the upgrade
+    await heartbeat_known(request, session_id)  # unknown or expired: 404 before the upgrade
     ws = web.WebSocketResponse(max_msg_size=_KEEPALIVE_MESSAGE_BYTES_MAX)
     if not ws.can_prepare(request).ok:
         raise BadArguments("expected a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)")
@@ -185,9 +200,13 @@ def end_keepalives(app: web.Application, session_id: str) -> None:
 async def close_session(request: web.Request) -> web.Response:
     query(request, _NO_PARAMS)
     session_id = request.match_info["id"]
-    if request.app[NODE].session(session_id) is None:
-        # Refused here so an unknown id costs no log entry; the txn checks again.
-        raise SessionExpired(session=session_id)
-    txn = await request.app[NODE].propose((CloseSessionOp(session_id),))
+    node = request.app[NODE]
+    if node.session(session_id) is None:
+        # Refused here so an unknown id costs no log entry (the txn checks
+        # again), once a linearizable point shows it is not merely unseen.
+        await node.barrier(linearizable=True)
+        if node.session(session_id) is None:
+            raise SessionExpired(session=session_id)
+    txn = await node.propose((CloseSessionOp(session_id),))
     deleted = list(txn.results[0].deleted)
     return json_response({"id": session_id, "zxid": txn.zxid, "deleted": deleted}, 200, txn.zxid)

@@ -280,3 +280,34 @@ def test_writes_during_flapping_partitions(cluster3: tuple[Cluster, FaultNetwork
     # Sequence numbers: unique by construction of the names; gap-free in creation order.
     seqs = sorted(int(n) for n in children)
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "sequence numbers with gaps"
+
+
+def test_a_node_behind_never_calls_a_live_session_expired(
+    cluster3: tuple[Cluster, FaultNetwork],
+) -> None:
+    """A follower that has not applied a session's open (it hears the
+    leader's answers but not its replication stream) answers a heartbeat,
+    an ephemeral create or a close for it 503, never 404 SessionExpired: a
+    client told SessionExpired gives its session up. Healed, it answers 200."""
+    cluster, net = cluster3
+    leader = cluster.leader()
+    behind = next(m.node_id for m in cluster if m.node_id != leader)
+    net.drop_dialled(behind, leader, cluster[behind].peer_port)
+    status, _, body = http("POST", cluster[leader].url + "/v1/sessions", b'{"ttl_ms": 10000}')
+    assert status == 201, body
+    session = json.loads(body)["id"]
+    url = cluster[behind].url
+    requests = [
+        ("POST", f"/v1/sessions/{session}/heartbeat", {}),
+        ("POST", "/v1/nodes/behind-eph?ephemeral=true", {"X-Coord-Session": session}),
+        ("DELETE", f"/v1/sessions/{session}", {}),
+    ]
+    for method, path, headers in requests:
+        status, _, body = http(method, url + path, headers=headers, timeout=WRITE_TIMEOUT_S + 5)
+        assert status == 503, (method, path, status, body)
+    net.heal()
+
+    def heartbeat_taken() -> bool:
+        return http("POST", f"{url}/v1/sessions/{session}/heartbeat")[0] == 200
+
+    wait_for("a heartbeat taken by the healed follower", heartbeat_taken, 3 * ELECTION_S)
