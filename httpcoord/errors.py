@@ -122,6 +122,15 @@ class ZxidNotReached(CoordError):
     code, status, title = "ZxidNotReached", 504, "zxid not reached in time"
 
 
+class DiskFull(CoordError):
+    """This node cannot write to its data dir (no space left): it takes no
+    writes until space is freed, then resumes by itself. Nothing was done;
+    reads still answer here, and another node may take the write."""
+
+    code, status, title = "DiskFull", 507, "insufficient storage"
+    retry_after_s: ClassVar[int | None] = 1
+
+
 class MultiFailed(CoordError):
     """A multi was refused: nothing applied. Status and code are the failing op's."""
 
@@ -166,4 +175,5 @@ ALL_ERRORS: tuple[type[CoordError], ...] = (
     Unavailable,
     OutcomeUnknown,
     ZxidNotReached,
+    DiskFull,
 )

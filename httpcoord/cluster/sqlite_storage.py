@@ -38,6 +38,7 @@ does not take it.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sqlite3
@@ -72,7 +73,7 @@ from httpcoord.cluster.raft.messages import (
     SnapshotMeta,
 )
 from httpcoord.cluster.raft.storage import MemoryStorage, bootstrap_state
-from httpcoord.errors import CoordError
+from httpcoord.errors import CoordError, DiskFull
 from httpcoord.tree.tree import Tree
 from httpcoord.tree.txn import decode_txn
 
@@ -186,17 +187,32 @@ class SqliteStorage(MirroredStorage):
     # ---- MirroredStorage's backend ----------------------------------------------------------
 
     async def _commit_save(self, plan: SavePlan) -> None:
-        await _in_db_thread(self._db, functools.partial(_save_txn, plan=plan))
+        await self._write(functools.partial(_save_txn, plan=plan))
 
     async def _commit_chunks(self, set_id: int, first_seq: int, chunks: list[bytes]) -> None:
         rows = [(set_id, first_seq + i, c) for i, c in enumerate(chunks)]
         insert = functools.partial(_insert_chunks, rows=rows)
-        await _in_db_thread(self._db, functools.partial(_transaction, body=insert))
+        await self._write(functools.partial(_transaction, body=insert))
 
     async def _commit_visible(self, set_id: int, snapshot: Snapshot) -> None:
         # From now on the log rows at or below its index are garbage.
         insert = functools.partial(_insert_snapshot, set_id=set_id, snapshot=snapshot)
-        await _in_db_thread(self._db, functools.partial(_transaction, body=insert))
+        await self._write(functools.partial(_transaction, body=insert))
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction; a full disk becomes ``DiskFull``, which the
+        driver survives: SQLite rolled the transaction back, so the file holds
+        exactly what it held. Every other error stays what it is."""
+        try:
+            return await _in_db_thread(self._db, fn)
+        except (sqlite3.Error, OSError) as exc:
+            if is_disk_full(exc):
+                raise DiskFull(
+                    f"no space left for the data dir {self.path.parent}: this node takes"
+                    " no writes until space is freed",
+                    data_dir=str(self.path.parent),
+                ) from exc
+            raise
 
     async def _read_chunk(self, set_id: int, seq: int) -> bytes | None:
         def read(c: sqlite3.Connection) -> bytes | None:
@@ -208,8 +224,8 @@ class SqliteStorage(MirroredStorage):
         return await _in_db_thread(self._db, read)
 
     async def _delete_garbage_batch(self, keep_sets: frozenset[int], log_upto: int) -> int:
-        return await _in_db_thread(
-            self._db, functools.partial(_delete_garbage, keep=keep_sets, log_upto=log_upto)
+        return await self._write(
+            functools.partial(_delete_garbage, keep=keep_sets, log_upto=log_upto)
         )
 
     async def _close_backend(self) -> None:
@@ -222,6 +238,16 @@ class SqliteStorage(MirroredStorage):
             return {r[0] for r in c.execute("SELECT DISTINCT snapshot_id FROM chunks")}
 
         return await _in_db_thread(self._db, read)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """SQLITE_FULL (SQLite's name for ENOSPC on a write) or ENOSPC itself.
+    An fsync error is SQLITE_IOERR: never this, since after a failed fsync
+    the kernel may have dropped the dirty pages (nothing can be trusted)."""
+    if isinstance(exc, sqlite3.Error):
+        code = getattr(exc, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 # ---- the worker thread ------------------------------------------------------------------
