@@ -23,11 +23,22 @@ Every turn of ``Driver.run`` does, in this order:
 That ordering is the persistence contract of ``raft.storage``; it is kept here
 and nowhere else. A failed save stops the loop for good: after an fsync error
 nothing on the disk can be trusted, so the node refuses writes until restarted.
+
+Except a full disk (``DiskFull``): SQLite rolled the transaction back, so the
+disk holds exactly what it held and nothing was promised. The loop then
+holds the same ``Ready`` (unsaved, unsent, unapplied, not advanced) and
+retries its save with bounded backoff; meanwhile the core is frozen (no
+step, no tick, no proposal: like a paused process, which Raft tolerates),
+new proposals and linearizable reads fail fast with ``DiskFull``, peer
+messages wait in a small queue that drops the oldest, and reads of the
+local tree go on. The first save that succeeds resumes the loop where it
+stopped; the node rejoins by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import deque
@@ -37,8 +48,15 @@ from typing import Protocol
 
 from httpcoord.cluster.node_storage import NodeStorage
 from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Ready, Role, SoftState
-from httpcoord.cluster.raft.messages import NONE, Entry, HardState, Message, Snapshot
-from httpcoord.errors import Unavailable
+from httpcoord.cluster.raft.messages import (
+    NONE,
+    AppendEntries,
+    Entry,
+    HardState,
+    Message,
+    Snapshot,
+)
+from httpcoord.errors import DiskFull, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +90,15 @@ class DriverLimits:
     proposals_max: int = 20_000  # proposals waiting for a turn; beyond: refused
     proposal_batch_max: int = 4096  # proposals handed to the core in one turn
     ticks_per_turn_max: int = 40  # a stalled loop catches up at most this many ticks
+    # A full disk: the save is retried after this long, doubling up to the max.
+    disk_full_retry_ms_min: int = 50
+    disk_full_retry_ms_max: int = 2000
+    # Peer messages kept while the disk is full; beyond: the oldest dropped.
+    inbox_stalled_msgs_max: int = 256
+
+
+class _Abandoned(Exception):
+    """The loop was stopped while a save waited for disk space."""
 
 
 class Driver:
@@ -112,14 +139,33 @@ class Driver:
         self._save_lock = asyncio.Lock()
         self.dropped_msgs = 0
         self.turns = 0
+        # Set while a save waits for disk space (the loop is frozen meanwhile).
+        self.disk_full: DiskFull | None = None
+        self.disk_full_retries = 0  # saves retried because the disk was full
+        self.disk_full_episodes = 0  # times the loop froze on a full disk
+        # Called with the DiskFull when the loop freezes, None when it resumes.
+        self.disk_full_listeners: list[Callable[[DiskFull | None], None]] = []
+        self._retry_save = asyncio.Event()
+        # The highest log index this node ever sent in an append: an entry
+        # above it and above what it saved exists nowhere else.
+        self.sent_index_max = 0
 
     # ---- inputs (any time, from any task) -----------------------------------------
 
     def deliver(self, message: Message) -> None:
-        if len(self._inbox) >= self.limits.inbox_msgs_max:
+        inbox = self._inbox
+        if self.disk_full is not None:
+            # Frozen: keep the newest few (a leader's latest heartbeat or
+            # append is what counts when the loop resumes); Raft resends.
+            if len(inbox) >= self.limits.inbox_stalled_msgs_max:
+                inbox.popleft()
+                self.dropped_msgs += 1
+            inbox.append(message)
+            return
+        if len(inbox) >= self.limits.inbox_msgs_max:
             self.dropped_msgs += 1  # Raft recovers from loss; never from a stalled loop
             return
-        self._inbox.append(message)
+        inbox.append(message)
         self._wakeup.set()
 
     def propose(self, data: bytes) -> asyncio.Future[tuple[int, int]]:
@@ -143,6 +189,8 @@ class Driver:
         return future
 
     def _check_running(self) -> None:
+        if self.disk_full is not None:
+            raise self._disk_full_error()
         if self.failed is not None:
             raise Unavailable("storage failed; this node takes no writes until restarted")
         if self._stopping:
@@ -158,6 +206,8 @@ class Driver:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 await self.turn()
+        except _Abandoned:
+            pass  # stopped while the disk was full: the Ready is dropped unsaved
         except Exception as exc:
             log.exception("the node loop failed; this node takes no writes until restarted")
             self.failed = exc
@@ -169,6 +219,7 @@ class Driver:
     def stop(self) -> None:
         self._stopping = True
         self._wakeup.set()
+        self._retry_save.set()
         self._fail_waiting(Unavailable("node is shutting down"))
 
     def _schedule_tick(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -272,7 +323,7 @@ class Driver:
             )
         )
         if leader_early and rd.messages:
-            self.transport.send(rd.messages)
+            self._send(rd.messages)
         # (a) durable first: one transaction, one fsync.
         if rd.snapshot is None and not rd.entries and commit_only:
             # Only the commit index moved. Raft needs it nowhere durable (a
@@ -281,14 +332,12 @@ class Driver:
             # out with the next save.
             self._unsaved_hs = hs
         elif hs is not None or rd.snapshot is not None or rd.entries:
-            async with self._save_lock:
-                pending, self._unsaved_hs = self._unsaved_hs, None
-                await self.storage.save(hs or pending, rd.snapshot, rd.entries)
+            await self._save(hs, rd.snapshot, rd.entries)
             if hs is not None:
                 self._saved_hs = hs
         # (b) then tell the peers.
         if rd.messages and not leader_early:
-            self.transport.send(rd.messages)
+            self._send(rd.messages)
         # (c) then apply, in log order, and release the reads.
         if rd.snapshot is not None:
             await self.fsm.restore(rd.snapshot)
@@ -306,6 +355,84 @@ class Driver:
             # them wrongly), so their callers would wait out their timeout.
             self._fail_reads(Unavailable("leadership changed during a linearizable read"))
 
+    def _send(self, messages: list[Message]) -> None:
+        for m in messages:
+            if isinstance(m, AppendEntries) and m.entries:
+                self.sent_index_max = max(self.sent_index_max, m.entries[-1].index)
+        self.transport.send(messages)
+
+    async def _save(
+        self, hs: HardState | None, snapshot: Snapshot | None, entries: list[Entry]
+    ) -> None:
+        """Save one Ready; on a full disk, wait and retry the same save until
+        it succeeds (nothing was written, so the same Ready is still right)."""
+        retry_ms = self.limits.disk_full_retry_ms_min
+        while True:
+            async with self._save_lock:
+                pending = self._unsaved_hs
+                try:
+                    await self.storage.save(hs or pending, snapshot, entries)
+                except DiskFull as exc:
+                    full = exc
+                else:
+                    if self._unsaved_hs is pending:
+                        self._unsaved_hs = None
+                    break
+            if self.disk_full is None:
+                self._freeze(full)
+            # Woken early by stop() or retry_save_now() (tests, operators).
+            self._retry_save.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_save.wait(), retry_ms / 1000)
+            if self._stopping:
+                raise _Abandoned
+            self.disk_full_retries += 1
+            retry_ms = min(2 * retry_ms, self.limits.disk_full_retry_ms_max)
+        if self.disk_full is not None:
+            self._thaw()
+
+    def _freeze(self, exc: DiskFull) -> None:
+        log.error(
+            "%s; retrying the save every %d ms at most, reads go on",
+            exc.detail,
+            self.limits.disk_full_retry_ms_max,
+        )
+        self.disk_full = exc
+        self.disk_full_episodes += 1
+        inbox = self._inbox
+        while len(inbox) > self.limits.inbox_stalled_msgs_max:
+            inbox.popleft()
+            self.dropped_msgs += 1
+        # Nothing of these reached the core: refusing them is the truth.
+        self._fail_waiting(self._disk_full_error())
+        for listener in self.disk_full_listeners:
+            listener(exc)
+
+    def _thaw(self) -> None:
+        log.warning(
+            "the data dir has space again: saved after %d retries, the loop resumes",
+            self.disk_full_retries,
+        )
+        self.disk_full = None
+        # The time spent frozen is not time the core waited for a leader:
+        # ticking it all now would start an election before the inbox (the
+        # leader's newest messages) has been stepped.
+        self._last_tick_ms = self._monotonic_ms()
+        self._wakeup.set()  # step what the inbox gathered
+        for listener in self.disk_full_listeners:
+            listener(None)
+
+    def retry_save_now(self) -> None:
+        """Retry a save waiting for disk space without waiting its backoff."""
+        self._retry_save.set()
+
+    def _disk_full_error(self) -> DiskFull:
+        # A fresh exception per refusal: one raised many times would keep
+        # growing its traceback.
+        exc = self.disk_full
+        assert exc is not None
+        return DiskFull(exc.detail, **exc.extra)
+
     def _commit_only(self, hs: HardState) -> bool:
         saved = self._saved_hs
         return saved is not None and hs.term == saved.term and hs.vote == saved.vote
@@ -315,9 +442,13 @@ class Driver:
         index only that commit covers). Saves through the same storage,
         whose writes are ordered, so it never lands after a newer state."""
         async with self._save_lock:  # saves in the order they were decided
-            hs, self._unsaved_hs = self._unsaved_hs, None
+            hs = self._unsaved_hs
             if hs is not None:
+                # Kept until saved: a save that fails (a full disk) leaves
+                # it for the next one.
                 await self.storage.save(hs, None, [])
+                if self._unsaved_hs is hs:
+                    self._unsaved_hs = None
 
     def _fail_reads(self, exc: Exception) -> None:
         waiting, self._read_waiting = self._read_waiting, {}
@@ -344,6 +475,10 @@ class Driver:
         return len(self._proposals)
 
     @property
+    def inbox_count(self) -> int:
+        return len(self._inbox)
+
+    @property
     def is_leader(self) -> bool:
         return self.core.role is Role.LEADER
 
@@ -353,6 +488,10 @@ class Driver:
 
     def has_live_leader(self) -> bool:
         """This node is the leader, or heard from one within an election timeout."""
+        if self.disk_full is not None:
+            # Frozen: its role and election clock stand still, and it can
+            # neither lead nor follow. Clients are sent elsewhere.
+            return False
         core = self.core
         if core.role is Role.LEADER:
             return True

@@ -68,6 +68,7 @@ from httpcoord.cluster.transport import PeerError, PeerUnavailable
 from httpcoord.errors import (
     BadArguments,
     CoordError,
+    DiskFull,
     OutcomeUnknown,
     SessionExpired,
     TooManyRequests,
@@ -216,6 +217,7 @@ class Node:
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
         self._log_bytes_since_snapshot = 0
+        self._snapshot_retry_index = 0  # a snapshot that found the disk full: not before
         self.history = History(limits.watch_history_events, limits.watch_history_bytes, tree.zxid)
         core = Raft(
             RaftConfig(
@@ -339,9 +341,17 @@ class Node:
             self._tasks.append(loop.create_task(self._ping_loop(), name="session-pings"))
 
     async def _run_driver(self) -> None:
+        self.driver.disk_full_listeners.append(self._disk_full_changed)
         await self.driver.run()
         if self.driver.failed is not None:
             self._fail_all(Unavailable("storage failed"))
+
+    def _disk_full_changed(self, exc: DiskFull | None) -> None:
+        """The loop froze on a full disk (exc) or resumed (None). Frozen, it
+        applies nothing: writes and linearizable reads waiting here would wait
+        out their timeout, so they are answered now."""
+        if exc is not None:
+            self._fail_all(exc, frozen=True)
 
     async def close(self) -> None:
         """Let the turn in flight finish (its fsync is never cut short), refuse
@@ -366,27 +376,40 @@ class Node:
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def _fail_all(self, exc: CoordError) -> None:
+    def _fail_all(self, exc: CoordError, frozen: bool = False) -> None:
+        """Answer every waiter with exc. ``frozen``: the loop waits for disk
+        space and will resume, so a write waiting for its apply may yet be
+        applied (its entry is in the Ready being retried), and waiters for
+        a zxid keep waiting (until their own timeout)."""
         # A write waiting for its apply has an index: the leader logged it and
         # may well commit it, so "retry is safe" would be a lie. Unless this
-        # node leads in that write's term and never saved its entry: a leader
-        # sends only what it saved, so nobody else has it.
+        # node stopped for good, leads in that write's term and the entry is
+        # neither saved nor sent: a leader sends its appends while its own
+        # fsync runs (see the driver), so "not saved" alone would not do.
         unknown = OutcomeUnknown(f"{exc.detail}; the write may or may not have been applied")
-        core = self.driver.core
-        saved = self.storage.last_index()
+        driver = self.driver
+        core = driver.core
+        may_exist_upto = max(self.storage.last_index(), driver.sent_index_max)
         waiters, self._index_waiters = self._index_waiters, {}
         for index, entries in waiters.items():
             for term, future in entries:
                 if future.done():
                     continue
-                never_sent = core.role is Role.LEADER and term == core.term and index > saved
+                never_sent = (
+                    not frozen
+                    and core.role is Role.LEADER
+                    and term == core.term
+                    and index > may_exist_upto
+                )
                 future.set_exception(exc if never_sent else unknown)
         self._applied_waiters.fail(exc)
-        self._zxid_waiters.fail(exc)
+        if not frozen:
+            self._zxid_waiters.fail(exc)
 
     @property
     def healthy(self) -> bool:
-        """The loop runs and storage works."""
+        """The loop runs and storage works (a full disk is not a failure: the
+        loop waits for space and resumes by itself; see ``ready``)."""
         return self.driver.failed is None and not self._closing and bool(self._tasks)
 
     @property
@@ -394,22 +417,36 @@ class Node:
         """Healthy, with a live leader, and caught up with what is committed
         (within a bound: under load a follower is always a few entries behind,
         and readiness must not flap with every batch)."""
+        return self.not_ready_reason is None
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        """Why ``ready`` is false (for /ready), or None when it is true."""
         driver = self.driver
-        return (
-            self.healthy
-            and driver.has_live_leader()
-            and driver.core.committed - self.applied_index <= self.limits.ready_lag_entries_max
-        )
+        if driver.disk_full is not None:
+            return driver.disk_full.detail
+        if not self.healthy:
+            return "not running, or its storage failed: restart it"
+        if not driver.has_live_leader():
+            return "no live leader known (cut off from the majority, or an election)"
+        lag = driver.core.committed - self.applied_index
+        if lag > self.limits.ready_lag_entries_max:
+            return f"{lag} committed entries not yet applied here"
+        return None
 
     # ---- the write path ----------------------------------------------------------------
 
     async def propose(self, ops: tuple[Op, ...], multi: bool = False) -> TxnResult:
         """Make ``ops`` durable on a majority and applied here; return the
         result or raise its error."""
+        driver = self.driver
+        if driver.disk_full is not None:
+            # Even a write forwarded to the leader is answered only once this
+            # node applied it, which it cannot while it cannot save.
+            raise DiskFull(driver.disk_full.detail, **driver.disk_full.extra)
         if not self.healthy:
             raise Unavailable("this node is not running or its storage failed")
         deadline = self._monotonic_ms() + self.limits.request_timeout_ms
-        driver = self.driver
         if driver.is_leader:
             index, term = await self._propose_here(Txn(ops, 0, multi))
         elif driver.leader == NONE or not driver.has_live_leader():
@@ -608,6 +645,10 @@ class Node:
         session = self._tree.sessions.get(session_id)
         if session is None:
             raise SessionExpired(session=session_id)
+        if self.driver.disk_full is not None:
+            # Frozen, a leader neither steps down nor sees the closes a next
+            # leader commits: its word on a session means nothing.
+            raise Unavailable("this node's disk is full: heartbeat another node")
         if self._sessions_active:
             if not self.sessions.touch(session_id, self._monotonic_ms()):
                 raise SessionExpired(session=session_id)
@@ -698,6 +739,10 @@ class Node:
         them, answer each one's (index, term) or refusal, in order."""
         if not self.driver.is_leader:
             raise Unavailable(f"not the leader (leader: {self.driver.leader})")
+        if self.driver.disk_full is not None:
+            # Not the forwarder's disk: to its client this is a leader that
+            # cannot take writes now (the others elect another).
+            raise Unavailable(f"the leader, node {self.node_id}, cannot save: its disk is full")
         txns = []
         for line in body.split(b"\n"):
             try:
@@ -858,6 +903,8 @@ class Node:
     # ---- snapshots ------------------------------------------------------------------------
 
     def _snapshot_due(self) -> bool:
+        if self.applied_index < self._snapshot_retry_index:
+            return False
         return (
             self.applied_index - self._snapshot_index >= self.limits.snapshot_entries
             or self._log_bytes_since_snapshot >= self.limits.snapshot_log_bytes
@@ -885,6 +932,11 @@ class Node:
                 self._snapshot_index = max(self._snapshot_index, index)
                 self._log_bytes_since_snapshot = 0
                 self.snapshots_taken += 1
+        except DiskFull as exc:
+            # Nothing became visible (the chunks written so far are garbage):
+            # try again after a tenth of the interval, not at every apply.
+            log.warning("snapshot at index %d not written: %s", index, exc.detail)
+            self._snapshot_retry_index = index + max(1, self.limits.snapshot_entries // 10)
         except Exception:
             # As for a failed save: nothing after a storage failure is safe.
             log.exception("snapshot failed; this node takes no writes until restarted")
