@@ -15,11 +15,14 @@ import random
 from collections.abc import Callable
 from dataclasses import replace
 
+import orjson
+
 from httpcoord.cluster.driver import Driver, DriverLimits
 from httpcoord.cluster.node import ClusterConfig, Node, NodeLimits, Outcome
 from httpcoord.cluster.node_storage import NodeStorage
 from httpcoord.cluster.raft.core import Ready, Role
 from httpcoord.cluster.raft.messages import Entry
+from httpcoord.cluster.sessions import SessionTracker
 from httpcoord.errors import Unavailable
 from httpcoord.tree.tree import Tree
 
@@ -117,9 +120,35 @@ class OutcomeIgnoresTerm(Node):
         return super()._recent_outcome(index, term)
 
 
+class NoRenewalOnFailover(Node):
+    """A new leader carries no session renewal over: it counts every session
+    as last heard from a ttl ago, so each expires at its first check."""
+
+    def _maybe_activate_sessions(self) -> None:
+        was_active = self._sessions_active
+        super()._maybe_activate_sessions()
+        if self._sessions_active and not was_active:
+            tracker = SessionTracker()
+            now = self._monotonic_ms()
+            for session in self.all_sessions():
+                tracker.open(session.id, session.ttl_ms, now - session.ttl_ms)
+            self.sessions = tracker
+
+
+class ExpireEarly(Node):
+    """The leader takes a follower's ping for news, not for heartbeats: a
+    session heartbeated only at followers expires a ttl after its last
+    heartbeat at the leader."""
+
+    def handle_touch(self, body: bytes) -> bytes:
+        return orjson.dumps({"unknown": []})  # Wrong: touches nothing
+
+
 NODE_BUGS: dict[str, type[Node]] = {
     "send_before_save": SendBeforeSave,
     "apply_on_append": ApplyOnAppend,
     "read_skips_apply_wait": ReadSkipsApplyWait,
     "outcome_ignores_term": OutcomeIgnoresTerm,
+    "no_renewal_on_failover": NoRenewalOnFailover,
+    "expire_early": ExpireEarly,
 }

@@ -70,9 +70,17 @@ from httpcoord.cluster.raft.core import Role
 from httpcoord.cluster.raft.messages import InstallSnapshot, Message
 from httpcoord.cluster.transport import OutcomeUnknown as PeerOutcomeUnknown
 from httpcoord.cluster.transport import PeerCallFailed, PeerUnavailable
-from httpcoord.errors import CoordError
-from httpcoord.tree.txn import CreateOp, SetDataOp
-from tests.chaos.checkers import Observation, check_monotonic_zxids
+from httpcoord.errors import CoordError, SessionExpired
+from httpcoord.tree.tree import Event
+from httpcoord.tree.txn import CloseSessionOp, CreateOp, DeleteOp, OpenSessionOp, SetDataOp
+from tests.chaos.checkers import (
+    EphemeralEvent,
+    Observation,
+    SessionLease,
+    check_ephemerals,
+    check_monotonic_zxids,
+    check_session_leases,
+)
 from tests.chaos.history import History
 from tests.chaos.linearizable import VersionedRegister, check_linearizable
 from tests.sim.sim_disk import SimDisk
@@ -86,6 +94,7 @@ INITIAL = "init"
 # the tree): the same reading as the fault suite's register clients.
 DEFINITE_REFUSALS = frozenset({"Unavailable", "TooManyRequests", "BadVersion", "ZxidNotReached"})
 CHECK_BUDGET_S = 10.0  # linearizability search time per run
+EPHEMERALS = "/eph"  # every child is an ephemeral of a session client
 
 
 class Violation(AssertionError):
@@ -130,6 +139,25 @@ class NodeMix:
     read_share: float = 0.35  # linearizable reads
     seq_read_share: float = 0.15  # default reads with min_zxid
     cas_share: float = 0.25  # the rest: upserts
+    session_clients: int = 2
+    session_ttl_ms: int = 1000
+    heartbeat_ms: int = 150  # a session client's next step after ms/2..ms
+    session_hold_ms_max: int = 1500  # a session is held 1..this ms, then closed or dropped
+    session_close_share: float = 0.5  # of sessions held to the end: closed (else dropped)
+    create_share: float = 0.25  # of a session's steps: create an ephemeral
+    delete_share: float = 0.1  # ... delete one of its ephemerals (the rest: heartbeats)
+    session_ping_ms: int = 100  # the node's: a follower passes heartbeats on this often
+    session_check_ms: int = 20  # the node's: how often the leader looks for expired sessions
+
+    @property
+    def lease_slack_ms(self) -> int:
+        """How much sooner than a ttl after its last acknowledged heartbeat a
+        session may end: the heartbeat waited up to a ping interval at a
+        follower, and a follower goes on taking heartbeats for up to an
+        election timeout after its leader is gone or deposed (its pings then
+        reach no authority); plus a few ticks and message delays."""
+        margin_ms = 2 * self.tick_ms + 4 * self.msg_delay_ms_max + self.session_check_ms
+        return self.session_ping_ms + self.election_ticks * self.tick_ms + margin_ms
 
 
 MIXES: dict[str, NodeMix] = {
@@ -165,14 +193,17 @@ class SimResult:
     wall_s: float = 0.0
     max_zxid: int = 0
     snapshots: int = 0
+    # Session clients' steps by kind and outcome, and how their sessions ended.
+    session_ops: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         ops = sum(self.ops.values())
         outcomes = " ".join(f"{k}={v}" for k, v in sorted(self.ops.items()))
         faults = " ".join(f"{k}={v}" for k, v in sorted(self.faults.items()))
+        sessions = " ".join(f"{k}={v}" for k, v in sorted(self.session_ops.items()))
         return (
             f"seed {self.seed} mix {self.mix}{' bug ' + self.bug if self.bug else ''}: "
-            f"{ops} ops ({outcomes}); faults: {faults}; zxid {self.max_zxid}; "
+            f"{ops} ops ({outcomes}); sessions: {sessions}; faults: {faults}; zxid {self.max_zxid}; "
             f"snapshots {self.snapshots}; {self.virtual_ms} virtual ms in {self.wall_s:.2f}s; "
             f"trace {self.trace[:16]}"
         )
@@ -185,6 +216,49 @@ def replay_command(seed: int, mix: str, bug: str | None) -> str:
     if bug:
         cmd += f" --bug {bug}"
     return cmd
+
+
+@dataclass
+class SimSession:
+    """One session as its client knows it (times: virtual monotonic ns)."""
+
+    id: str
+    client: str
+    ttl_ms: int
+    acks_sent_ns: list[int]  # when each acknowledged heartbeat (or the open) was sent
+    seen: list[tuple[int, int]] = field(default_factory=list)  # (received ns, zxid)
+    alive_zxid: int = 0  # an acknowledged create that needed it alive took this zxid
+    closed_zxid: int | None = None
+    close_sent_ns: int | None = None  # a close was sent: it may end any time after
+    released_ns: int | None = None  # the client sent a close or stopped heartbeating
+    gone_seen_ns: int | None = None  # a node answered SessionExpired
+    ephemerals: list[str] = field(default_factory=list)
+
+    def last_ack_sent_ns(self, before_ns: int | None) -> int:
+        """The latest acknowledged heartbeat sent before ``before_ns``: one a
+        node behind acknowledged after the session ended kept nothing alive."""
+        return max(t for t in self.acks_sent_ns if before_ns is None or t < before_ns)
+
+    def end_event(self, slack_ms: int, ended_ns: int | None) -> EphemeralEvent:
+        """Where the session ended as its client can place it: at its close's
+        zxid, else no earlier than the highest zxid it saw while its lease
+        surely held (a ttl less the slack after its last acknowledged
+        heartbeat) and it still heartbeated, or its last create."""
+        if self.closed_zxid is not None:
+            return EphemeralEvent(self.closed_zxid, "close", session=self.id)
+        cutoff_ns = self.last_ack_sent_ns(ended_ns) + (self.ttl_ms - slack_ms) * 1_000_000
+        if self.released_ns is not None:
+            cutoff_ns = min(cutoff_ns, self.released_ns)
+        zxid = max((z for t, z in self.seen if t <= cutoff_ns), default=0)
+        return EphemeralEvent(max(zxid, self.alive_zxid), "expire", session=self.id)
+
+
+class _Gone(Exception):
+    """A node answered SessionExpired; ``zxid`` is the one its answer carried."""
+
+    def __init__(self, zxid: int) -> None:
+        super().__init__(f"session expired (zxid {zxid})")
+        self.zxid = zxid
 
 
 class _Down(Exception):
@@ -320,6 +394,12 @@ class NodeSimulation:
         self._stop_clients = False
         self.snapshots = 0
         self._aborted = False
+        self.sessions: list[SimSession] = []
+        self.ephemeral_events: list[EphemeralEvent] = []
+        self.removed: set[tuple[int, str]] = set()  # (zxid, path): an ephemeral went
+        self.session_closed_ns: dict[str, int] = {}  # first applied anywhere
+        self.session_ops: Counter[str] = Counter()
+        self._ephemeral_seq = 0
 
     # ---- who is up ----------------------------------------------------------------------
 
@@ -388,6 +468,8 @@ class NodeSimulation:
                 NodeLimits(
                     snapshot_entries=mix.snapshot_entries,
                     request_timeout_ms=mix.request_timeout_ms,
+                    session_ping_ms=mix.session_ping_ms,
+                    session_check_ms=mix.session_check_ms,
                 ),
                 DriverLimits(tick_ms=mix.tick_ms),
                 transport_factory=lambda n: SimTransport(self, nid, owner),
@@ -402,7 +484,26 @@ class NodeSimulation:
         task = loop.create_task(open_node(), context=owned_context(owner))
         node = await task
         self._nodes[nid] = node
+        self._watch_ephemerals(node)
         self.note("start", nid)
+
+    def _watch_ephemerals(self, node: Node) -> None:
+        """Record every ephemeral removal and session close this incarnation
+        applies, its recovery included: some node applied each txn (the one
+        that took the first snapshot past it did), so together they see all."""
+        history = node.history
+        for group in history.after(history.compacted_zxid):
+            self._on_events(group.zxid, group.events)
+        node.listeners.append(self._on_events)
+        node.session_closed_listeners.append(self._on_session_closed)
+
+    def _on_events(self, zxid: int, events: Iterable[Event]) -> None:
+        for e in events:
+            if e.type == "deleted" and e.path.startswith(EPHEMERALS + "/"):
+                self.removed.add((zxid, e.path))
+
+    def _on_session_closed(self, session_id: str) -> None:
+        self.session_closed_ns.setdefault(session_id, self.loop.monotonic_ns())
 
     def crash(self, nid: int, why: str) -> None:
         node = self._nodes[nid]
@@ -633,6 +734,149 @@ class NodeSimulation:
         self.history.ok(op, (data, version))
         return True
 
+    # ---- the session clients ----------------------------------------------------------------------------
+
+    async def _session_client(self, cid: str, rng: random.Random) -> None:
+        """Open a session, heartbeat it at random nodes, create and delete
+        ephemerals under it, then close it or stop heartbeating; again."""
+        mix = self.mix
+        while not self._stop_clients:
+            await asyncio.sleep(rng.randint(1, mix.think_ms_max) / 1000)
+            session = await self._open_session(cid, rng)
+            if session is None:
+                continue  # one opened unknown dies alone: nobody heartbeats it
+            self.sessions.append(session)
+            hold_until_ms = self.loop.monotonic_ms() + rng.randint(1, mix.session_hold_ms_max)
+            while not self._stop_clients and session.gone_seen_ns is None:
+                if self.loop.monotonic_ms() >= hold_until_ms:
+                    break
+                await asyncio.sleep(rng.randint(mix.heartbeat_ms // 2, mix.heartbeat_ms) / 1000)
+                roll = rng.random()
+                if roll < mix.create_share:
+                    await self._create_ephemeral(session, rng)
+                elif roll < mix.create_share + mix.delete_share and session.ephemerals:
+                    await self._delete_ephemeral(session, rng)
+                else:
+                    await self._heartbeat(session, rng)
+            if session.gone_seen_ns is not None:
+                continue
+            session.released_ns = self.loop.monotonic_ns()
+            if not self._stop_clients and rng.random() < mix.session_close_share:
+                await self._close_session(session, rng)
+            else:
+                self.session_ops["dropped"] += 1
+                self.note("drop", session.id)
+
+    def _saw(self, session: SimSession, zxid: int) -> None:
+        session.seen.append((self.loop.monotonic_ns(), zxid))
+
+    async def _open_session(self, cid: str, rng: random.Random) -> SimSession | None:
+        session_id = f"{rng.getrandbits(64):016x}"
+        sent_ns = self.loop.monotonic_ns()
+        op = OpenSessionOp(session_id, self.mix.session_ttl_ms)
+        try:
+            result = await self.on_node(rng.choice(self.ids), _propose(op))
+        except (CoordError, _Down, _Lost) as exc:
+            self._count("open", exc)
+            return None
+        self._count("open", None)
+        self.note("open", cid, session_id, result.zxid)
+        session = SimSession(session_id, cid, self.mix.session_ttl_ms, [sent_ns])
+        self._saw(session, result.zxid)
+        return session
+
+    async def _heartbeat(self, session: SimSession, rng: random.Random) -> None:
+        sent_ns = self.loop.monotonic_ns()
+        try:
+            zxid = await self.on_node(rng.choice(self.ids), _heartbeat(session.id))
+        except _Gone as gone:
+            self._count("heartbeat", gone)
+            self._gone(session, gone.zxid)
+            return
+        except (CoordError, _Down, _Lost) as exc:
+            self._count("heartbeat", exc)
+            return
+        self._count("heartbeat", None)
+        session.acks_sent_ns.append(sent_ns)
+        self._saw(session, zxid)
+
+    async def _create_ephemeral(self, session: SimSession, rng: random.Random) -> None:
+        self._ephemeral_seq += 1
+        path = f"{EPHEMERALS}/{session.client}-{self._ephemeral_seq}"
+        sent_ns = self.loop.monotonic_ns()
+        op = CreateOp(path, b"", ephemeral_owner=session.id)
+        try:
+            result = await self.on_node(rng.choice(self.ids), _heartbeat_then_propose(op))
+        except _Gone as gone:
+            self._count("create", gone)
+            self._gone(session, gone.zxid)
+            return
+        except (CoordError, _Down, _Lost) as exc:
+            self._count("create", exc)
+            return
+        self._count("create", None)
+        # The create went through a heartbeat on that node, and needed the
+        # session alive when it applied.
+        session.acks_sent_ns.append(sent_ns)
+        self._saw(session, result.zxid)
+        session.alive_zxid = max(session.alive_zxid, result.zxid)
+        session.ephemerals.append(path)
+        self.ephemeral_events.append(EphemeralEvent(result.zxid, "create", path, session.id))
+        self.note("create", path, result.zxid)
+
+    async def _delete_ephemeral(self, session: SimSession, rng: random.Random) -> None:
+        path = session.ephemerals.pop(rng.randrange(len(session.ephemerals)))
+        seen = max((z for _, z in session.seen), default=0)
+        try:
+            result = await self.on_node(rng.choice(self.ids), _propose(DeleteOp(path)))
+        except CoordError as exc:
+            self._count("delete", exc)
+            if exc.code in DEFINITE_REFUSALS:
+                session.ephemerals.append(path)
+            elif exc.code != "NoNode":
+                self.ephemeral_events.append(EphemeralEvent(seen, "maybe_delete", path))
+            return
+        except _Down as exc:
+            self._count("delete", exc)
+            session.ephemerals.append(path)
+            return
+        except _Lost as exc:
+            self._count("delete", exc)
+            self.ephemeral_events.append(EphemeralEvent(seen, "maybe_delete", path))
+            return
+        self._count("delete", None)
+        self._saw(session, result.zxid)
+        self.ephemeral_events.append(EphemeralEvent(result.zxid, "delete", path))
+        self.note("delete", path, result.zxid)
+
+    async def _close_session(self, session: SimSession, rng: random.Random) -> None:
+        session.close_sent_ns = self.loop.monotonic_ns()
+        try:
+            result = await self.on_node(rng.choice(self.ids), _propose(CloseSessionOp(session.id)))
+        except (CoordError, _Down, _Lost) as exc:
+            self._count("close", exc)
+            return  # closed or not, nobody heartbeats it now
+        self._count("close", None)
+        session.closed_zxid = result.zxid
+        self._saw(session, result.zxid)
+        self.note("close", session.id, result.zxid)
+
+    def _gone(self, session: SimSession, zxid: int) -> None:
+        # The answer's zxid counts: seen before the lease could lapse, a
+        # zxid at or past the session's end says it ended too soon.
+        session.gone_seen_ns = self.loop.monotonic_ns()
+        self._saw(session, zxid)
+        self.note("gone", session.id)
+
+    def _count(self, f: str, exc: BaseException | None) -> None:
+        if exc is None:
+            outcome = "ok"
+        elif isinstance(exc, CoordError):
+            outcome = exc.code
+        else:
+            outcome = type(exc).__name__.strip("_")
+        self.session_ops[f"{f}_{outcome}"] += 1
+
     # ---- the run -----------------------------------------------------------------------------------------
 
     async def _poll(self, what: str, done: Callable[[], bool], within_ms: int) -> bool:
@@ -672,11 +916,18 @@ class NodeSimulation:
             return
         for key in mix.keys:
             await self._create(f"/reg-{key}")
+        await self._create(EPHEMERALS)
         self._chaos = True
         nemesis = self.loop.create_task(self._nemesis())
         clients = [
             self.loop.create_task(self._client(f"c{c}", random.Random(self.rng.getrandbits(64))))
             for c in range(mix.clients)
+        ]
+        clients += [
+            self.loop.create_task(
+                self._session_client(f"s{c}", random.Random(self.rng.getrandbits(64)))
+            )
+            for c in range(mix.session_clients)
         ]
         await asyncio.sleep(mix.chaos_ms / 1000)
         self._chaos = False
@@ -693,12 +944,28 @@ class NodeSimulation:
         self._stop_clients = True
         await asyncio.gather(*clients)
         converged = await self._poll("every node converged", self._converged, mix.heal_ms_max)
+        if converged:
+            # Nobody heartbeats now: every session must expire, its
+            # ephemerals with it, within a ttl and the slack of the last
+            # heartbeat (the check is every session_check_ms).
+            await self._poll(
+                "every session ended",
+                self._sessions_ended,
+                mix.session_ttl_ms + mix.lease_slack_ms + mix.heal_ms_max // 4,
+            )
+            converged = await self._poll(
+                "every node converged after the expiries", self._converged, mix.heal_ms_max
+            )
         self._check_divergence()
         if converged:
             for nid in self.ids:
                 for key in mix.keys:
                     await self._lin_read("final", nid, key)
         await monitor
+
+    def _sessions_ended(self) -> bool:
+        nodes = [n for n in self._nodes.values() if n is not None]
+        return all(n.session_count == 0 and not n.get(EPHEMERALS).children for n in nodes)
 
     def _check_divergence(self) -> None:
         """Nodes at one zxid hold one tree (whether or not they converged), and
@@ -785,6 +1052,9 @@ class NodeSimulation:
         for op in ops:
             self._trace.update(orjson.dumps(op.to_json(), option=orjson.OPT_SORT_KEYS))
         self._check(ops)
+        self._check_sessions()
+        result.session_ops = Counter(self.session_ops)
+        self._trace.update(orjson.dumps(sorted(self.session_ops.items())))
         result.trace = self._trace.hexdigest()
         result.wall_s = time.perf_counter() - started
         if self.violations:
@@ -804,6 +1074,32 @@ class NodeSimulation:
         for anomaly in check_monotonic_zxids(self.zxids_seen):
             self.violate(f"zxid went back: {anomaly.message}")
 
+    def _check_sessions(self) -> None:
+        """Every ephemeral went by a delete or with its session, no earlier
+        than its client can place the session's end; no session ended
+        sooner than a ttl (less the slack) after its last acknowledged
+        heartbeat, unless its client had sent a close."""
+        slack_ms = self.mix.lease_slack_ms
+        events = list(self.ephemeral_events)
+        events += [EphemeralEvent(zxid, "removed", path) for zxid, path in sorted(self.removed)]
+        leases = []
+        for session in self.sessions:
+            closed = self.session_closed_ns.get(session.id)
+            ended = min((t for t in (closed, session.gone_seen_ns) if t is not None), default=None)
+            if ended is not None:
+                if session.close_sent_ns is None or ended < session.close_sent_ns:
+                    last_ns = session.last_ack_sent_ns(ended)
+                    leases.append(SessionLease(session.id, session.ttl_ms, last_ns, ended))
+                    self.session_ops["expired"] += 1
+                else:
+                    self.session_ops["closed"] += 1
+            events.append(session.end_event(slack_ms, ended))
+        self.session_ops["ephemerals_removed"] = len(self.removed)
+        for anomaly in check_ephemerals(events):
+            self.violate(f"ephemeral removed early: {anomaly.message}")
+        for anomaly in check_session_leases(leases, slack_ms):
+            self.violate(f"session expired early: {anomaly.message}")
+
 
 def _propose(op: Any) -> Callable[[Node], Awaitable[Any]]:
     async def call(node: Node) -> Any:
@@ -817,6 +1113,41 @@ def _lin_read(path: str) -> Callable[[Node], Awaitable[tuple[str, int]]]:
         await node.barrier(linearizable=True)
         znode = node.get(path)
         return znode.data.decode(), znode.version
+
+    return call
+
+
+def _heartbeat(session_id: str) -> Callable[[Node], Awaitable[int]]:
+    """What ``POST /v1/sessions/{id}/heartbeat`` does (routes/sessions.py);
+    the node's zxid, which every answer carries."""
+
+    async def call(node: Node) -> int:
+        try:
+            node.heartbeat(session_id)
+        except SessionExpired:
+            if node.session(session_id) is not None:
+                raise _Gone(node.zxid) from None  # known here and being expired: gone
+            # Not applied here yet, maybe: look again at a linearizable point.
+            await node.barrier(linearizable=True)
+            try:
+                node.heartbeat(session_id)
+            except SessionExpired:
+                raise _Gone(node.zxid) from None
+        return node.zxid
+
+    return call
+
+
+def _heartbeat_then_propose(op: CreateOp) -> Callable[[Node], Awaitable[Any]]:
+    """An ephemeral create as ``POST /v1/nodes`` makes it: a heartbeat first."""
+    beat = _heartbeat(op.ephemeral_owner)
+
+    async def call(node: Node) -> Any:
+        await beat(node)
+        try:
+            return await node.propose((op,))
+        except SessionExpired:
+            raise _Gone(node.zxid) from None  # the txn found no session: gone
 
     return call
 

@@ -1,13 +1,14 @@
 """Whole nodes under deterministic simulation (tests/sim/node_sim.py): clean
 seeds of every fault mix pass every check, a seed replays exactly, the
-simulated disk and loop keep their promises, and each planted driver or node
-bug (tests/sim/node_bugs.py) is found within a small seed budget."""
+simulated disk and loop keep their promises, and each planted driver, node
+or session bug (tests/sim/node_bugs.py) is found within a small seed budget."""
 
 from __future__ import annotations
 
 import asyncio
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import pytest
@@ -116,18 +117,28 @@ def test_a_save_that_returned_survives_a_crash() -> None:
 def _clean_runs(mixes: list[str], seeds: int) -> None:
     started = time.perf_counter()
     ops = faults = 0
+    sessions: Counter[str] = Counter()
     for mix in mixes:
         for seed in range(seeds):
             result = run_seed(seed, mix)
             ops += sum(result.ops.values())
             faults += sum(result.faults.values())
+            sessions += result.session_ops
             assert result.ops["write_ok"] + result.ops["cas_ok"] > 0, result.summary()
             assert result.ops["read_ok"] > 0, result.summary()
+            assert result.session_ops["open_ok"] > 0, result.summary()
     elapsed = time.perf_counter() - started
     runs = len(mixes) * seeds
+    # The session checks judged something: sessions that expired and were
+    # closed, ephemerals made, deleted and removed (by deletes or sessions).
+    kinds = ("expired", "closed", "create_ok", "delete_ok", "heartbeat_ok", "ephemerals_removed")
+    for kind in kinds:
+        assert sessions[kind] > 0, (kind, sessions)
     print(
         f"node sim: {runs} seeds ({', '.join(mixes)}) in {elapsed:.1f}s "
-        f"({runs / elapsed:.1f} seeds/s): {ops} client ops, {faults} faults, all checks passed"
+        f"({runs / elapsed:.1f} seeds/s): {ops} client ops, {sessions['open_ok']} sessions "
+        f"({sessions['expired']} expired, {sessions['closed']} closed, "
+        f"{sessions['create_ok']} ephemerals), {faults} faults, all checks passed"
     )
 
 
@@ -189,6 +200,10 @@ HUNTS: dict[str, Hunt] = {
     "read_skips_apply_wait": Hunt(("slowdisk",), 80),
     # Needs a leader change while a write waits at an index another entry takes.
     "outcome_ignores_term": Hunt(("lossy",), 60),
+    # Needs a leader change while a session lives: nearly every seed.
+    "no_renewal_on_failover": Hunt(("default", "crashy"), 10),
+    # Needs a session heartbeated only at followers for a ttl: most seeds.
+    "expire_early": Hunt(("default", "lossy"), 20),
 }
 
 
