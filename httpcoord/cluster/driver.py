@@ -380,6 +380,8 @@ class Driver:
                     break
             if self.disk_full is None:
                 self._freeze(full)
+            if self._stopping:
+                raise _Abandoned  # stop() came during the attempt
             # Woken early by stop() or retry_save_now() (tests, operators).
             self._retry_save.clear()
             with contextlib.suppress(TimeoutError):
