@@ -16,7 +16,14 @@ import pytest
 from httpcoord.cluster.raft.messages import Entry, EntryKind, HardState
 from tests.sim import node_sim
 from tests.sim.node_bugs import NODE_BUGS
-from tests.sim.node_sim import MIXES, NodeSimulation, Violation, replay_command, run_seed
+from tests.sim.node_sim import (
+    KNOWN_FAILING,
+    MIXES,
+    NodeSimulation,
+    Violation,
+    replay_command,
+    run_seed,
+)
 from tests.sim.sim_disk import SimDisk
 from tests.sim.sim_loop import SimLoop, Stuck
 
@@ -143,12 +150,28 @@ def _clean_runs(mixes: list[str], seeds: int) -> None:
 
 
 def test_clean_seeds_of_every_mix_pass_every_check() -> None:
-    _clean_runs([m for m in MIXES if m != "long"], CLEAN_SEEDS_PER_MIX)
+    _clean_runs([m for m in MIXES if m != "long" and m not in KNOWN_FAILING], CLEAN_SEEDS_PER_MIX)
 
 
 @pytest.mark.chaos
 def test_many_clean_seeds_pass_every_check() -> None:
-    _clean_runs(sorted(MIXES), SOAK_SEEDS_PER_MIX)
+    _clean_runs(sorted(set(MIXES) - KNOWN_FAILING), SOAK_SEEDS_PER_MIX)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=Violation,
+    reason="a follower its leader cannot hear acknowledges heartbeats that never reach it",
+)
+def test_a_follower_unheard_by_its_leader_loses_no_acknowledged_heartbeat() -> None:
+    # A one-way cut lets a follower hear its leader (so it has a live
+    # leader) while its session pings fail; sessions whose last heartbeats
+    # it took then expire a ttl after their last heartbeat elsewhere. About
+    # one seed in three of this mix shows it today; when Node.heartbeat
+    # refuses while its pings do not get through, this passes, and the mix
+    # joins the clean ones.
+    for seed in range(12):
+        run_seed(seed, "unheard")
 
 
 def test_a_seed_replays_exactly() -> None:
@@ -203,7 +226,7 @@ HUNTS: dict[str, Hunt] = {
     # Needs a leader change while a session lives: nearly every seed.
     "no_renewal_on_failover": Hunt(("default", "crashy"), 10),
     # Needs a session heartbeated only at followers for a ttl: most seeds.
-    "expire_early": Hunt(("default", "lossy"), 20),
+    "expire_early": Hunt(("default", "lossy"), 40),
 }
 
 
@@ -232,3 +255,25 @@ def test_the_node_simulation_finds_the_planted_bug(bug: str) -> None:
     command = found.rsplit("replay: ", 1)[1].rstrip(")")
     assert command == replay_command(seed, mix, bug)
     assert node_sim.main(command.split()[3:]) == 1
+
+
+SAFETY = ("not linearizable", "both led term", "hold different trees")
+
+
+def test_send_before_save_loses_an_acknowledged_write_when_the_leader_follows() -> None:
+    # The hunt above finds send_before_save by what the core notices (a
+    # follower told it holds entries it lost stops its loop). In the amnesia
+    # mix the leader crashes right after a follower lost a save whose append
+    # it had already acknowledged, so nobody is left to notice: the next
+    # majority elects without the entry and a write acknowledged to a
+    # client is gone (seeds 3 and 11 of the first 25 today).
+    found: str | None = None
+    for seed in range(40):
+        try:
+            run_seed(seed, "amnesia", "send_before_save")
+        except Violation as v:
+            if any(kind in str(v) for kind in SAFETY):
+                found = str(v)
+                break
+    assert found is not None, "send_before_save: no safety violation in 40 amnesia seeds"
+    print(f"send_before_save as a safety violation, seed {seed}: {found[:300]}")
