@@ -330,7 +330,7 @@ def serve(
 ) -> None:
     """Run one httpcoord node: a member of the cluster named by --peers, or a
     cluster of one."""
-    from httpcoord.routes.app import create_app
+    from httpcoord.routes.app import FATAL, create_app
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -424,12 +424,13 @@ def serve(
             peers_note,
         )
 
+    app = create_app(config, peer_sockets)
     try:
         # run_app turns SIGINT and SIGTERM into a graceful shutdown: the
         # listener closes, the commit loop finishes its batch, the log is
-        # closed; exit 0.
+        # closed; exit 0 (1 when the node stopped itself: FATAL says why).
         web.run_app(
-            create_app(config, peer_sockets),
+            app,
             sock=sockets,
             loop=loop,
             print=announce,
@@ -452,6 +453,8 @@ def serve(
     finally:
         for sock in (*sockets, *peer_sockets):
             sock.close()
+    if app[FATAL]:
+        _fail(app[FATAL][0])
 
 
 def _ids(peers: dict[int, str]) -> str:

@@ -47,7 +47,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from httpcoord.cluster.node_storage import NodeStorage
-from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Ready, Role, SoftState
+from httpcoord.cluster.raft.core import (
+    LogLost,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    Ready,
+    Role,
+    SoftState,
+)
 from httpcoord.cluster.raft.messages import (
     NONE,
     AppendEntries,
@@ -208,6 +216,9 @@ class Driver:
                 await self.turn()
         except _Abandoned:
             pass  # stopped while the disk was full: the Ready is dropped unsaved
+        except LogLost as exc:
+            self.failed = exc
+            self._fail_waiting(Unavailable("this node lost entries it had acknowledged"))
         except Exception as exc:
             log.exception("the node loop failed; this node takes no writes until restarted")
             self.failed = exc

@@ -52,7 +52,14 @@ from httpcoord.cluster.driver import Driver, DriverLimits, Transport
 from httpcoord.cluster.forward import Forwarder, ForwardLimits, encode_answers
 from httpcoord.cluster.node_storage import NodeStorage, decode_descriptor
 from httpcoord.cluster.raft.core import Config as RaftConfig
-from httpcoord.cluster.raft.core import NotLeader, ProposalDropped, Raft, Role, SoftState
+from httpcoord.cluster.raft.core import (
+    LogLost,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    Role,
+    SoftState,
+)
 from httpcoord.cluster.raft.messages import (
     NONE,
     Entry,
@@ -253,6 +260,9 @@ class Node:
         # Called with the new zxid when a snapshot from the leader replaced the
         # tree: watchers cannot be given the events in between.
         self.reset_listeners: list[Callable[[int], None]] = []
+        # Called with the reason when this node must stop serving for good
+        # (it lost entries it had acknowledged): the server exits non-zero.
+        self.fatal_listeners: list[Callable[[str], None]] = []
         self.snapshots_taken = 0
         self.snapshots_installed = 0  # received from the leader
         self._digest: tuple[int, str] = (-1, "")
@@ -343,7 +353,19 @@ class Node:
     async def _run_driver(self) -> None:
         self.driver.disk_full_listeners.append(self._disk_full_changed)
         await self.driver.run()
-        if self.driver.failed is not None:
+        failed = self.driver.failed
+        if isinstance(failed, LogLost):
+            self._fail_all(Unavailable("this node lost entries it had acknowledged"))
+            message = (
+                f"node {self.node_id}: {failed}. Its data dir is older than what it "
+                "acknowledged (restored from a copy or a backup, or a disk that lost "
+                "fsynced writes), so its log and its vote can no longer be trusted: it "
+                "stops. Treat it as a lost data dir (docs/operations.md)."
+            )
+            log.critical("%s", message)
+            for listener in self.fatal_listeners:
+                listener(message)
+        elif failed is not None:
             self._fail_all(Unavailable("storage failed"))
 
     def _disk_full_changed(self, exc: DiskFull | None) -> None:

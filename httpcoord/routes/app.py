@@ -12,7 +12,9 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import random
+import signal
 import socket
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -37,6 +39,8 @@ _SWEEPS_PER_KEEPALIVE = 8
 
 
 PEER_SOCKETS = web.AppKey("peer_sockets", tuple)
+# Why the node stopped for good, if it did: the command line exits non-zero.
+FATAL = web.AppKey("fatal", list)
 
 
 class _OncePerInterval(logging.Filter):
@@ -76,6 +80,7 @@ def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> we
     )
     app[CONFIG] = config
     app[PEER_SOCKETS] = tuple(peer_sockets)
+    app[FATAL] = []
     app.cleanup_ctx.append(_node_lifecycle)
     app.on_shutdown.append(_end_watches)
     app.add_routes(nodes.routes)
@@ -85,6 +90,13 @@ def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> we
     app.add_routes(meta.routes)
     app.add_routes(cluster_routes.routes)
     return app
+
+
+def _stop_serving(app: web.Application, reason: str) -> None:
+    """Shut the server down as SIGTERM does; the command line then exits 1
+    with ``reason``."""
+    app[FATAL].append(reason)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _end_watches(app: web.Application) -> None:
@@ -109,6 +121,7 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     node.reset_listeners.append(hub.cut_off_all)
     app[sessions.KEEPALIVES] = {}
     node.session_closed_listeners.append(functools.partial(sessions.end_keepalives, app))
+    node.fatal_listeners.append(functools.partial(_stop_serving, app))
     app[HUB] = hub
     app[meta.REGISTRY] = meta.metrics_registry(node, hub)
     peer_runner = await _start_peer_listener(config, node, app[PEER_SOCKETS])

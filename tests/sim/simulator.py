@@ -48,6 +48,7 @@ from typing import NoReturn
 from httpcoord.cluster.raft.core import (
     ConfChangeError,
     Config,
+    LogLost,
     NotLeader,
     ProposalDropped,
     Raft,
@@ -733,7 +734,12 @@ class Simulation:
             if self.mix.wire:
                 m = decode_message(encode_message(m))
             raft = node.raft
-            raft.step(m)
+            try:
+                raft.step(m)
+            except LogLost as exc:
+                # A node that kept every promise never finds its acknowledged
+                # entries gone: its persistence contract was broken.
+                raise Violation(f"node {node.id}: {exc}") from None
             if raft.role is Role.LEADER:
                 # Here, not only at the end of the step: a leader elected by
                 # this message may be deposed or crash before the step ends.

@@ -10,6 +10,7 @@ import pytest
 from httpcoord.cluster.raft.core import (
     ConfChangeError,
     Config,
+    LogLost,
     NotLeader,
     ProposalDropped,
     Raft,
@@ -21,6 +22,7 @@ from httpcoord.cluster.raft.messages import (
     Entry,
     EntryKind,
     HardState,
+    Heartbeat,
     HeartbeatResponse,
     InstallSnapshot,
     TimeoutNow,
@@ -108,6 +110,18 @@ def test_a_vote_is_never_granted_twice_in_a_term_even_after_restart() -> None:
     r2.step(VoteRequest(3, 2, 2, 1, 1))
     rd = r2.ready()
     assert [m.granted for m in rd.messages if isinstance(m, VoteResponse)] == [False]
+
+
+def test_a_follower_whose_log_lost_acknowledged_entries_stops() -> None:
+    # Node 2 holds the bootstrap entry only; a leader's heartbeat counts it as
+    # holding index 5 (its match): it acknowledged entries it no longer has.
+    s = MemoryStorage.bootstrapped([1, 2, 3])
+    r = Raft(Config(node_id=2), s, random.Random(1))
+    last = r.log.last_index()
+    r.step(Heartbeat(1, 2, 2, last, 0))  # up to what it holds: fine
+    assert r.lead == 1 and r.committed == last
+    with pytest.raises(LogLost, match=f"holding log index 5, but its log ends at {last}"):
+        r.step(Heartbeat(1, 2, 2, 5, 0))
 
 
 def test_vote_denied_to_a_candidate_with_an_older_log() -> None:

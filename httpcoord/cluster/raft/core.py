@@ -109,6 +109,21 @@ class ProposalDropped(Exception):
     membership change is under way); retrying later may succeed."""
 
 
+class LogLost(Exception):
+    """The leader counts this node as holding entries its log lacks: entries
+    it acknowledged are gone (its storage was restored from an older copy, or
+    lost fsynced writes). Its log and vote can no longer be trusted; the
+    node must stop."""
+
+    def __init__(self, leader: int, term: int, acknowledged: int, last_index: int) -> None:
+        super().__init__(
+            f"the leader (node {leader}, term {term}) counts this node as holding log index "
+            f"{acknowledged}, but its log ends at {last_index}: entries it acknowledged are lost"
+        )
+        self.acknowledged = acknowledged
+        self.last_index = last_index
+
+
 class ConfChangeError(ValueError):
     """The membership change is invalid against the current membership."""
 
@@ -701,8 +716,12 @@ class Raft:
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
             self.lead = m.src
-            # m.commit <= what this follower acknowledged, so it holds those entries.
-            self.log.commit_to(min(m.commit, self.log.last_index()))
+            # m.commit <= what this follower acknowledged (min of its match and
+            # the commit index): a log that ends below it lost acknowledged
+            # entries, and a node that lost them must not vote or ack again.
+            if m.commit > self.log.last_index():
+                raise LogLost(m.src, m.term, m.commit, self.log.last_index())
+            self.log.commit_to(m.commit)
             self._send(HeartbeatResponse(self.id, m.src, self.term, m.read_seq))
         elif isinstance(m, InstallSnapshot):
             self.election_elapsed = 0
@@ -1063,6 +1082,7 @@ def _changed_conf(conf: ConfState, op: str, node_id: int) -> ConfState:
 __all__ = [
     "ConfChangeError",
     "Config",
+    "LogLost",
     "NotLeader",
     "ProposalDropped",
     "Raft",
