@@ -252,6 +252,7 @@ class Node:
         self.sessions = SessionTracker()
         self._sessions_active = False  # this node is the leader and may expire
         self._touched: set[str] = set()  # follower: sessions seen alive since the last ping
+        self._touched_since_ms: int | None = None  # when the oldest of them was taken
         self._snapshot_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._closing = False
@@ -679,6 +680,16 @@ class Node:
             # tell the client to move to another node.
             raise Unavailable("no leader is known: heartbeat another node")
         elif not self.driver.is_leader:
+            now = self._monotonic_ms()
+            if not self._touched or self._touched_since_ms is None:
+                self._touched_since_ms = now
+            elif now - self._touched_since_ms > 2 * self.limits.session_ping_ms:
+                # The leader is heard but does not hear us (a one-way cut):
+                # heartbeats taken here stop reaching it. Say so, rather than
+                # acknowledge heartbeats that keep nothing alive.
+                raise Unavailable(
+                    "heartbeats taken here do not reach the leader: heartbeat another node"
+                )
             self._touched.add(session_id)
         return session.ttl_ms
 
@@ -739,14 +750,17 @@ class Node:
         if not self._touched or self.driver.is_leader or self.driver.leader == NONE:
             return
         touched, self._touched = self._touched, set()
+        since, self._touched_since_ms = self._touched_since_ms, None
         body = orjson.dumps(sorted(touched))
         try:
             await self.transport.call(
                 self.driver.leader, TOUCH_PATH, body, self.limits.session_ping_ms
             )
         except (PeerError, CoordError) as exc:
-            # Keep them for the next ping (to this leader or the next one).
+            # Keep them for the next ping (to this leader or the next one),
+            # and how long they have waited.
             self._touched |= touched
+            self._touched_since_ms = since  # older than any taken meanwhile
             log.debug("session ping to node %d failed: %r", self.driver.leader, exc)
 
     async def _ping_loop(self) -> None:
@@ -792,10 +806,12 @@ class Node:
             raise BadArguments("expected a JSON list of session ids") from None
         if type(ids) is not list or not all(type(i) is str for i in ids):
             raise BadArguments("expected a JSON list of session ids")
-        unknown = []
-        if self._sessions_active:
-            now = self._monotonic_ms()
-            unknown = [sid for sid in ids if not self.sessions.touch(sid, now)]
+        if not self._sessions_active:
+            # Not (yet, or any more) the expiry authority: the follower keeps
+            # them for the next ping, to whoever is.
+            raise Unavailable("not the session authority: ping the leader")
+        now = self._monotonic_ms()
+        unknown = [sid for sid in ids if not self.sessions.touch(sid, now)]
         return orjson.dumps({"unknown": unknown})
 
     def handle_status(self) -> bytes:

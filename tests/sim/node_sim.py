@@ -47,8 +47,7 @@ lossy (loss, duplication, long delays, lost RPC answers), five (5 nodes),
 slowdisk (each disk its own latency bound: followers lag in applying),
 snapshots (a snapshot every 20 entries, duplicated InstallSnapshots), long,
 amnesia (a crash inside a save that never lands, then the leader's), and
-unheard (long one-way cuts, sticky session clients: known to fail, see
-``KNOWN_FAILING``).
+unheard (long one-way cuts, sticky session clients).
 
 Not simulated: membership changes, the wire encoding, wall-clock jumps.
 It found a storage bug on its first day: the same snapshot staged again (a
@@ -224,8 +223,8 @@ MIXES: dict[str, NodeMix] = {
             isolate_leader=0.05,
         ),
         # Long one-way cuts only: a follower its leader cannot hear still
-        # hears the leader, so it goes on acknowledging heartbeats whose pings
-        # never arrive. Known to fail (see KNOWN_FAILING).
+        # hears the leader; it must stop acknowledging heartbeats once its
+        # pings stop arriving (it did not: sessions expired early).
         NodeMix(
             "unheard",
             clients=2,
@@ -244,12 +243,6 @@ MIXES: dict[str, NodeMix] = {
         ),
     ]
 }
-# Mixes whose clean seeds find a fault of the code that ships, pinned by a
-# strict xfail in tests/sim/test_node_simulation.py until it is fixed:
-# unheard: a follower acknowledges heartbeats while its pings to the leader
-# fail (Node.heartbeat asks only whether it hears a leader), so sessions
-# kept alive through it expire early.
-KNOWN_FAILING = frozenset({"unheard"})
 
 
 @dataclass
