@@ -29,12 +29,14 @@ async def ready(request: web.Request) -> web.Response:
     """Readiness: the node's loop and storage work, it knows a live leader (it
     is on the majority side), and it has applied what it knows is committed."""
     node = request.app[NODE]
-    ok = node.ready
+    reason = node.not_ready_reason
+    ok = reason is None
     body = {
         "status": "ready" if ok else "unavailable",
         "zxid": node.zxid,
         "leader": node.leader_id,
         "healthy": node.healthy,
+        "reason": reason,
     }
     return web.json_response(body, status=200 if ok else 503)
 
@@ -90,6 +92,16 @@ class NodeCollector(Collector):
             "httpcoord_peer_messages_dropped",
             "peer messages dropped because the loop's inbox was full",
             node.driver.dropped_msgs,
+        )
+        yield GaugeMetricFamily(
+            "httpcoord_disk_full",
+            "1 while the loop is frozen on a full disk (writes answer 507)",
+            int(node.driver.disk_full is not None),
+        )
+        yield CounterMetricFamily(
+            "httpcoord_disk_full_episodes",
+            "times the loop froze on a full disk",
+            node.driver.disk_full_episodes,
         )
         yield CounterMetricFamily("httpcoord_snapshots", "snapshots taken", node.snapshots_taken)
         yield CounterMetricFamily(

@@ -1107,6 +1107,7 @@ def test_cluster_scenario_conforms(tmp_path: Path) -> None:
             "zxid": last_zxid,
             "leader": 0,
             "healthy": True,
+            "reason": "no live leader known (cut off from the majority, or an election)",
         }
         assert "X-Coord-Leader" not in answer.headers
 
