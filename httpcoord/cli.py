@@ -9,6 +9,7 @@ import gc
 import logging
 import os
 import socket
+import sqlite3
 import sys
 import tomllib
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from httpcoord import __version__
 from httpcoord.cluster.node import ClusterConfig, NodeLimits
-from httpcoord.cluster.node_storage import StorageMismatch
+from httpcoord.cluster.node_storage import SnapshotCorrupt, StorageCorrupt, StorageMismatch
 from httpcoord.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_LISTEN,
@@ -29,6 +30,7 @@ from httpcoord.config import (
     parse_listen,
     parse_peers,
 )
+from httpcoord.errors import DiskFull
 
 _LIMITS = Limits()
 _NODE = NodeLimits()
@@ -444,6 +446,10 @@ def serve(
         # A data dir of another node or cluster, or of the single node that
         # needs a start alone first: the message says what to do.
         _fail(str(exc))
+    except (StorageCorrupt, SnapshotCorrupt, sqlite3.DatabaseError, DiskFull) as exc:
+        # A damaged data dir (a torn copy, a bad disk) or no room to open it:
+        # one line, no traceback; nothing was served from it.
+        _fail(f"cannot open the data dir {data_dir}: {exc}")
     except RuntimeError:
         # Another process took the lock between the check above and the
         # node's own open: still one line. Anything else is a real crash.

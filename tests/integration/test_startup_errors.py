@@ -92,3 +92,12 @@ def test_a_free_data_dir_after_its_holder_stopped_serves_again(tmp_path: Path) -
             assert response.status == 200
         assert "serving on http://127.0.0.1:" in second.log()
         assert second.stop() == 0
+
+
+def test_a_damaged_data_dir_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    # Not a database at all (a torn copy, a file overwritten by mistake).
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "httpcoord.sqlite3").write_bytes(b"not a database " * 1000)
+    line = assert_one_line_refusal(serve(f"127.0.0.1:{free_port()}", data_dir))
+    assert f"cannot open the data dir {data_dir}" in line, line
