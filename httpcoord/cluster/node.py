@@ -858,6 +858,10 @@ class Node:
                     applied_zxid=self._tree.zxid,
                 ) from None
         if linearizable:
+            if self.driver.disk_full is not None:
+                raise Unavailable(
+                    "this node's disk is full and its loop is frozen: read another node"
+                )
             if not self.driver.has_live_leader():
                 raise Unavailable("no leader is known: cannot read linearizably")
             try:
