@@ -199,6 +199,10 @@ EventListener = Callable[[int, list[Event]], None]
 
 
 class Node:
+    # The loop around the core: a class attribute so that a test can plant a
+    # wrong driver in a subclass (tests/sim/node_bugs.py).
+    driver_cls: type[Driver] = Driver
+
     def __init__(
         self,
         cluster: ClusterConfig,
@@ -236,7 +240,9 @@ class Node:
             rng,
         )
         self.transport: Transport = _NoPeers()
-        self.driver = Driver(core, storage, self.transport, self, monotonic_ms, rng, driver_limits)
+        self.driver = self.driver_cls(
+            core, storage, self.transport, self, monotonic_ms, rng, driver_limits
+        )
         self.forwarder = Forwarder(
             lambda: self.transport, ForwardLimits(), limits.request_timeout_ms
         )

@@ -28,7 +28,6 @@ way a slow link makes it lag.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import pickle
 import sys
@@ -39,34 +38,19 @@ from httpcoord.cluster import node as node_module
 from httpcoord.cluster.forward import PROPOSE_PATH
 from httpcoord.cluster.raft.core import Config as RaftConfig
 from httpcoord.cluster.raft.messages import NONE
-from httpcoord.cluster.sessions import SessionTracker
 from httpcoord.cluster.transport import PeerError, PeerUnavailable
 from httpcoord.errors import CoordError, OutcomeUnknown, Unavailable
 from httpcoord.routes import app as app_module
 from httpcoord.tree.tree import TxnResult
 from httpcoord.tree.txn import Op, Txn, encode_txn
 from tests.sim.bugs import ApplyBeforeCommit
+from tests.sim.node_bugs import NoRenewalOnFailover, ReadSkipsApplyWait
 
 Node = node_module.Node
 
 # The forward_before_apply build's own forwarding: the body starts with this
 # line, and the leader answers the pickled outcome once it applied the txn.
 _APPLIED_MARK = b"planted:applied\n"
-
-
-class ReadBeforeApply(Node):
-    async def barrier(self, linearizable: bool = False, min_zxid: int | None = None) -> None:
-        if not linearizable:
-            return await super().barrier(False, min_zxid)
-        await super().barrier(False, min_zxid)
-        if not self.driver.has_live_leader():
-            raise Unavailable("no leader is known: cannot read linearizably")
-        timeout_s = self.limits.request_timeout_ms / 1000
-        try:
-            await asyncio.wait_for(self.driver.read_index(), timeout_s)
-        except TimeoutError:
-            raise Unavailable("no majority confirmed the leader in time") from None
-        # The bug: no wait until applied_index >= the read index.
 
 
 class ForwardBeforeApply(Node):
@@ -103,19 +87,6 @@ class ForwardBeforeApply(Node):
         return pickle.dumps(outcome if isinstance(outcome, TxnResult) else repr(outcome))
 
 
-class NoRenewalOnFailover(Node):
-    def _maybe_activate_sessions(self) -> None:
-        was_active = self._sessions_active
-        super()._maybe_activate_sessions()
-        if self._sessions_active and not was_active:
-            # The bug: deadlines as if nobody had heartbeated for a whole ttl.
-            tracker = SessionTracker()
-            now = self._monotonic_ms()
-            for session in self.all_sessions():
-                tracker.open(session.id, session.ttl_ms, now - session.ttl_ms)
-            self.sessions = tracker
-
-
 PLANTED = (
     "ack_before_majority",
     "read_before_apply",
@@ -135,7 +106,7 @@ def plant(bug: str) -> None:
         node_module.Raft = ApplyBeforeCommit  # type: ignore[attr-defined]
         return
     node_class = {
-        "read_before_apply": ReadBeforeApply,
+        "read_before_apply": ReadSkipsApplyWait,
         "forward_before_apply": ForwardBeforeApply,
         "no_renewal_on_failover": NoRenewalOnFailover,
     }[bug]

@@ -11,43 +11,16 @@ storage, same transport slot).
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable
 from dataclasses import replace
 
 import orjson
 
-from httpcoord.cluster.driver import Driver, DriverLimits
-from httpcoord.cluster.node import ClusterConfig, Node, NodeLimits, Outcome
-from httpcoord.cluster.node_storage import NodeStorage
+from httpcoord.cluster.driver import Driver
+from httpcoord.cluster.node import Node, Outcome
 from httpcoord.cluster.raft.core import Ready, Role
 from httpcoord.cluster.raft.messages import Entry
 from httpcoord.cluster.sessions import SessionTracker
 from httpcoord.errors import Unavailable
-from httpcoord.tree.tree import Tree
-
-
-class _DriverSwap(Node):
-    driver_cls: type[Driver] = Driver
-
-    def __init__(
-        self,
-        cluster: ClusterConfig,
-        storage: NodeStorage,
-        tree: Tree,
-        limits: NodeLimits,
-        driver_limits: DriverLimits,
-        lock_fd: int | None,
-        wall_ms: Callable[[], int],
-        monotonic_ms: Callable[[], int],
-        rng: random.Random,
-    ) -> None:
-        super().__init__(
-            cluster, storage, tree, limits, driver_limits, lock_fd, wall_ms, monotonic_ms, rng
-        )
-        self.driver = self.driver_cls(
-            self.driver.core, storage, self.transport, self, monotonic_ms, rng, driver_limits
-        )
 
 
 class _SendBeforeSaveDriver(Driver):
@@ -58,7 +31,7 @@ class _SendBeforeSaveDriver(Driver):
         await super()._handle(replace(rd, messages=[]))
 
 
-class SendBeforeSave(_DriverSwap):
+class SendBeforeSave(Node):
     """The driver sends a Ready's messages before saving it."""
 
     driver_cls = _SendBeforeSaveDriver
@@ -78,7 +51,7 @@ class _ApplyOnAppendDriver(Driver):
         await super()._handle(replace(rd, committed_entries=committed))
 
 
-class ApplyOnAppend(_DriverSwap):
+class ApplyOnAppend(Node):
     """The leader's driver applies entries when it appends them, not when
     they commit, and skips them when they do."""
 
