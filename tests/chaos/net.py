@@ -30,8 +30,10 @@ import os
 import secrets
 import shutil
 import subprocess
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 CHAIN = "HCCHAOS"
 _SUBNET_PREFIX = "10.213"
@@ -60,7 +62,40 @@ class Host:
         return ("ip", "netns", "exec", self.netns)
 
 
-class Network:
+H = TypeVar("H")
+
+
+class Cuts(ABC, Generic[H]):
+    """The shapes of a partition, built from one-way drops: every fault
+    network (namespaces here, proxies in proxy.py) has them the same."""
+
+    hosts: dict[int, H]
+
+    @abstractmethod
+    def drop(self, listener: int, silenced: int) -> None:
+        """``listener`` stops hearing ``silenced`` (one way)."""
+
+    def cut(self, a: int, b: int) -> None:
+        self.drop(a, b)
+        self.drop(b, a)
+
+    def partition(self, *sides: Iterable[int]) -> None:
+        """Nodes hear only the nodes of their own side."""
+        groups = [set(s) for s in sides]
+        for g in groups:
+            for h in groups:
+                if g is not h:
+                    for a in g:
+                        for b in h:
+                            self.drop(a, b)
+
+    def isolate(self, node: int) -> None:
+        for other in self.hosts:
+            if other != node:
+                self.cut(node, other)
+
+
+class Network(Cuts[Host]):
     """Namespaces, veths and a bridge for ``node_ids``; ``close()`` removes them."""
 
     def __init__(self, node_ids: Iterable[int]) -> None:
@@ -146,25 +181,6 @@ class Network:
         src = self.hosts[dialer].address
         rule = ("-s", src, "-p", "tcp", "--dport", str(port), "-j", "DROP")
         _run(*host.exec_prefix(), "iptables", "-A", CHAIN, *rule)
-
-    def cut(self, a: int, b: int) -> None:
-        self.drop(a, b)
-        self.drop(b, a)
-
-    def partition(self, *sides: Iterable[int]) -> None:
-        """Nodes hear only the nodes of their own side."""
-        groups = [set(s) for s in sides]
-        for g in groups:
-            for h in groups:
-                if g is not h:
-                    for a in g:
-                        for b in h:
-                            self.drop(a, b)
-
-    def isolate(self, node: int) -> None:
-        for other in self.hosts:
-            if other != node:
-                self.cut(node, other)
 
     def heal(self) -> None:
         for host in self.hosts.values():

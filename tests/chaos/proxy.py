@@ -48,6 +48,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from tests.chaos.net import Cuts
 from tests.integration.conftest import free_port
 
 LOOPBACK = "127.0.0.1"
@@ -272,7 +273,7 @@ class _Link:
         return conn.client
 
 
-class ProxyNetwork:
+class ProxyNetwork(Cuts[ProxyHost]):
     """Proxies for every ordered pair of ``node_ids``; ``close()`` removes them.
 
     The surface the fault suite uses is ``net.py``'s ``Network``'s: ``hosts``,
@@ -351,25 +352,6 @@ class ProxyNetwork:
         if port != self.hosts[listener].peer_port:
             raise ValueError(f"node {listener} is dialed on its peer port only, not {port}")
         self._call(self._drop_dialled, listener, dialer)
-
-    def cut(self, a: int, b: int) -> None:
-        self.drop(a, b)
-        self.drop(b, a)
-
-    def partition(self, *sides: Iterable[int]) -> None:
-        """Nodes hear only the nodes of their own side."""
-        groups = [set(s) for s in sides]
-        for g in groups:
-            for h in groups:
-                if g is not h:
-                    for a in g:
-                        for b in h:
-                            self.drop(a, b)
-
-    def isolate(self, node: int) -> None:
-        for other in self.hosts:
-            if other != node:
-                self.cut(node, other)
 
     def heal(self) -> None:
         self._call(self._heal)

@@ -43,6 +43,7 @@ from tests.chaos.history import History
 from tests.chaos.linearizable import VersionedRegister, check_linearizable
 from tests.chaos.planted import PLANTED
 from tests.chaos.timeline import write_failure
+from tests.chaos.workload import problem_code
 from tests.integration.cluster import Cluster, http, wait_for
 
 pytestmark = pytest.mark.chaos
@@ -66,13 +67,6 @@ def _url(cluster: Cluster, node: int, key: str) -> str:
     return f"{cluster[node].url}/v1/nodes/planted-{key}"
 
 
-def _code(body: bytes) -> str:
-    try:
-        return str(json.loads(body).get("code", ""))
-    except (ValueError, AttributeError):
-        return ""
-
-
 def create_register(cluster: Cluster, key: str) -> None:
     node = min(m.node_id for m in cluster)
     status, _, body = http("POST", _url(cluster, node, key), INITIAL.encode())
@@ -92,7 +86,7 @@ def write(history: History, process: str, cluster: Cluster, node: int, key: str,
     if status == 200:
         history.ok(op, int(json.loads(body)["stat"]["version"]))
         return int(headers["X-Coord-Zxid"])
-    code = _code(body)
+    code = problem_code(body)
     if code in ("Unavailable", "TooManyRequests"):
         history.fail(op, code)
     else:
@@ -111,7 +105,7 @@ def read(history: History, process: str, cluster: Cluster, node: int, key: str) 
         history.fail(op, type(exc).__name__)
         return
     if status != 200:
-        history.fail(op, _code(body) or str(status))
+        history.fail(op, problem_code(body) or str(status))
         return
     doc = json.loads(body)
     history.ok(op, (doc["data"], int(doc["stat"]["version"])))
@@ -246,8 +240,8 @@ def session_through_failover(
         if status == 200:
             history.ok(op)
         else:
-            history.fail(op, _code(body) or str(status))
-            if _code(body) == "SessionExpired":
+            history.fail(op, problem_code(body) or str(status))
+            if problem_code(body) == "SessionExpired":
                 ended_ns = time.monotonic_ns()
         time.sleep(0.25)  # the client's heartbeat interval: a twentieth of the ttl
     if killed is not None:

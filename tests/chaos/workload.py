@@ -54,14 +54,13 @@ def register_url(cluster: Cluster, node: int, key: str) -> str:
     return f"{cluster[node].url}/v1/nodes/chaos-{key}"
 
 
-def _code(body: bytes) -> str:
+def problem_code(body: bytes) -> str:
+    """The ``code`` of a problem+json answer ("" when the body is not one)."""
     try:
         return str(json.loads(body).get("code", ""))
     except (ValueError, AttributeError):
         return ""
 
-
-problem_code = _code
 
 # Refusals of a write that say it was never logged, so it never takes effect.
 # ZxidNotReached is not among them for the other workloads: a write can commit
@@ -101,7 +100,7 @@ def send_write(
     if 200 <= status < 300:
         doc = json.loads(answer)
         return history.ok(op, doc.get("path", doc.get("zxid"))), doc
-    code = _code(answer)
+    code = problem_code(answer)
     if code in WRITE_REFUSALS:
         return history.fail(op, code), code
     return history.unknown(op, code or str(status)), None
@@ -229,7 +228,7 @@ class RegisterClients:
             self.history.fail(op, f"read failed: {type(exc).__name__}")  # a read changes nothing
             return None
         if status != 200:
-            self.history.fail(op, _code(body) or str(status))
+            self.history.fail(op, problem_code(body) or str(status))
             return None
         doc = json.loads(body)
         value = (doc["data"], int(doc["stat"]["version"]))
@@ -257,7 +256,7 @@ class RegisterClients:
         if 200 <= status < 300:
             self.history.ok(op, int(json.loads(body)["stat"]["version"]))
             return
-        code = _code(body)
+        code = problem_code(body)
         if code in DEFINITE_REFUSALS:
             self.history.fail(op, code)
         else:
