@@ -82,14 +82,13 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, nodes: int) -> Non
     history = History()
     with netns_cluster(tmp_path, nodes) as (cluster, net):
         registers = RegisterClients(cluster, KEYS, history, seed)
-        registers.create_registers()
         sets = SequentialSet(cluster, history, seed)
         locks = LockClients(cluster, history, seed)
         watchers = Watchers(cluster, history, seed)
         ephemerals = EphemeralClients(cluster, history, seed)
-        for prepared in (sets, locks, ephemerals):
-            prepared.prepare()
         workloads = (registers, sets, locks, watchers, ephemerals)
+        for w in workloads:
+            w.prepare()
         nemesis = Nemesis(cluster, net, random.Random(seed))
         fault_s = minutes * 60
         for w in workloads:

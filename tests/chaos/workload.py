@@ -40,7 +40,7 @@ import time
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from tests.chaos.checkers import Observation
 from tests.chaos.history import History, Op
@@ -153,8 +153,38 @@ class ClientThreads:
             t.join(join_s)
 
 
+class Workload:
+    """What the soak does with every workload: ``prepare`` makes its parent
+    znodes, ``start`` runs its clients on threads that end by themselves at
+    the deadline, ``halt`` asks them to end, ``stop`` waits for them."""
+
+    cluster: Cluster
+    seed: int
+    clients: int
+    threads: ClientThreads
+    parents: ClassVar[tuple[str, ...]] = ()  # made before the clients start
+
+    def prepare(self) -> None:
+        node = min(m.node_id for m in self.cluster)
+        for path in self.parents:
+            status, _, body = http("POST", self.cluster[node].url + "/v1/nodes" + path, timeout=10)
+            assert status == 201, (status, body)
+
+    def start(self, max_s: float) -> None:
+        self.threads.start(self._client, self.clients, self.seed, max_s)
+
+    def halt(self) -> None:
+        self.threads.halt()
+
+    def stop(self) -> None:
+        self.threads.stop()
+
+    def _client(self, c: int, rng: random.Random, end_s: float) -> None:
+        raise NotImplementedError
+
+
 @dataclass
-class RegisterClients:
+class RegisterClients(Workload):
     cluster: Cluster
     keys: tuple[str, ...]
     history: History
@@ -162,31 +192,15 @@ class RegisterClients:
     clients: int = 6
     initial: str = "init"
     zxids_seen: dict[int, list[Observation]] = field(default_factory=dict)  # default reads
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
+    threads: ClientThreads = field(default_factory=ClientThreads)
 
-    def create_registers(self) -> None:
+    def prepare(self) -> None:
         node = min(m.node_id for m in self.cluster)
         for key in self.keys:
             status, _, body = http(
                 "POST", register_url(self.cluster, node, key), self.initial.encode(), timeout=10
             )
             assert status == 201, (status, body)
-
-    def start(self, max_s: float) -> None:
-        for c in range(self.clients):
-            rng = random.Random(self.seed * 1000 + c)
-            t = threading.Thread(target=self._client, args=(c, rng, max_s), daemon=True)
-            self._threads.append(t)
-            t.start()
-
-    def halt(self) -> None:
-        self._stop.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(REQUEST_TIMEOUT_S * 3)
 
     def final_reads(self) -> None:
         """One linearizable read per key per node, once the cluster is whole."""
@@ -196,13 +210,12 @@ class RegisterClients:
 
     # ---- one client ---------------------------------------------------------------------
 
-    def _client(self, c: int, rng: random.Random, max_s: float) -> None:
+    def _client(self, c: int, rng: random.Random, end_s: float) -> None:
         ids = sorted(m.node_id for m in self.cluster)
-        end = time.monotonic() + max_s  # bounded, whatever the stop flag does
         versions: dict[str, int] = {}
         n = 0
         self.zxids_seen[c] = []
-        while not self._stop.is_set() and time.monotonic() < end:
+        while self.threads.running(end_s):
             node, key, roll = rng.choice(ids), rng.choice(self.keys), rng.random()
             n += 1
             if roll < 0.3:

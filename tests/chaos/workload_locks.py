@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from tests.chaos.checkers import Access, Anomaly, check_fencing, sequence_number
 from tests.chaos.history import History, Op
-from tests.chaos.workload import ClientThreads, send_write
+from tests.chaos.workload import ClientThreads, Workload, send_write
 from tests.chaos.workload_sessions import (
     HEARTBEAT_TIMEOUT_S,
     EphemeralRecord,
@@ -68,7 +68,7 @@ FINAL_READ_S = 30.0
 
 
 @dataclass
-class LockClients:
+class LockClients(Workload):
     cluster: Cluster
     history: History
     seed: int
@@ -81,21 +81,7 @@ class LockClients:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     keys = (LOCK_KEY, FENCE_KEY)
-
-    def prepare(self) -> None:
-        node = min(m.node_id for m in self.cluster)
-        for path in (LOCKS, FENCE):
-            status, _, body = http("POST", self.cluster[node].url + "/v1/nodes" + path, timeout=10)
-            assert status == 201, (status, body)
-
-    def start(self, max_s: float) -> None:
-        self.threads.start(self._client, self.clients, self.seed, max_s)
-
-    def halt(self) -> None:
-        self.threads.halt()
-
-    def stop(self) -> None:
-        self.threads.stop()
+    parents = (LOCKS, FENCE)
 
     # ---- one client ---------------------------------------------------------------------
 

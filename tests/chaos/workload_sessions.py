@@ -53,7 +53,7 @@ from tests.chaos.checkers import (
     under,
 )
 from tests.chaos.history import History, Op
-from tests.chaos.workload import ClientThreads, problem_code, send_write
+from tests.chaos.workload import ClientThreads, Workload, problem_code, send_write
 from tests.integration.cluster import Cluster, http
 
 TTL_MS = 4000
@@ -340,7 +340,7 @@ class EphemeralRecord:
 
 
 @dataclass
-class EphemeralClients:
+class EphemeralClients(Workload):
     cluster: Cluster
     history: History
     seed: int
@@ -351,22 +351,7 @@ class EphemeralClients:
     threads: ClientThreads = field(default_factory=ClientThreads)
 
     keys = (EPHEMERAL_KEY,)
-
-    def prepare(self) -> None:
-        node = min(m.node_id for m in self.cluster)
-        status, _, body = http(
-            "POST", self.cluster[node].url + "/v1/nodes" + EPHEMERALS, timeout=10
-        )
-        assert status == 201, (status, body)
-
-    def start(self, max_s: float) -> None:
-        self.threads.start(self._client, self.clients, self.seed, max_s)
-
-    def halt(self) -> None:
-        self.threads.halt()
-
-    def stop(self) -> None:
-        self.threads.stop()
+    parents = (EPHEMERALS,)
 
     def _client(self, c: int, rng: random.Random, end_s: float) -> None:
         keeper = SessionKeeper(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from tests.chaos.checkers import Anomaly, check_sequential_creates
 from tests.chaos.history import History, Op
-from tests.chaos.workload import REQUEST_TIMEOUT_S, ClientThreads, send_write
+from tests.chaos.workload import REQUEST_TIMEOUT_S, ClientThreads, Workload, send_write
 from tests.integration.cluster import Cluster, http, wait_for
 
 PARENT = "/chaos-set"
@@ -30,7 +30,7 @@ FINAL_READ_S = 30.0
 
 
 @dataclass
-class SequentialSet:
+class SequentialSet(Workload):
     cluster: Cluster
     history: History
     seed: int
@@ -39,20 +39,7 @@ class SequentialSet:
     threads: ClientThreads = field(default_factory=ClientThreads)
 
     keys = (KEY,)
-
-    def prepare(self) -> None:
-        node = min(m.node_id for m in self.cluster)
-        status, _, body = http("POST", self.cluster[node].url + "/v1/nodes" + PARENT, timeout=10)
-        assert status == 201, (status, body)
-
-    def start(self, max_s: float) -> None:
-        self.threads.start(self._client, self.clients, self.seed, max_s)
-
-    def halt(self) -> None:
-        self.threads.halt()
-
-    def stop(self) -> None:
-        self.threads.stop()
+    parents = (PARENT,)
 
     def _client(self, c: int, rng: random.Random, end_s: float) -> None:
         ids = sorted(m.node_id for m in self.cluster)

@@ -29,7 +29,7 @@ from typing import IO
 
 from tests.chaos.checkers import Anomaly, WatchEvent, check_watch_stream
 from tests.chaos.history import History
-from tests.chaos.workload import ClientThreads, problem_code
+from tests.chaos.workload import ClientThreads, Workload, problem_code
 from tests.integration.cluster import Cluster, http
 
 WATCH_KEY = "watch"
@@ -48,11 +48,11 @@ def event_of(doc: dict[str, object]) -> WatchEvent:
 
 
 @dataclass
-class Watchers:
+class Watchers(Workload):
     cluster: Cluster
     history: History
     seed: int
-    watchers: int = 2
+    clients: int = 2  # watchers
     # One stream per watcher and gap-free stretch: "watch-<w>.<stretch>".
     streams: dict[str, list[WatchEvent]] = field(default_factory=dict)
     committed: list[WatchEvent] = field(default_factory=list)
@@ -62,15 +62,6 @@ class Watchers:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     keys = (WATCH_KEY,)
-
-    def start(self, max_s: float) -> None:
-        self.threads.start(self._client, self.watchers, self.seed, max_s)
-
-    def halt(self) -> None:
-        self.threads.halt()
-
-    def stop(self) -> None:
-        self.threads.stop()
 
     def _client(self, w: int, rng: random.Random, end_s: float) -> None:
         ids = sorted(m.node_id for m in self.cluster)
