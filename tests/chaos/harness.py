@@ -22,8 +22,8 @@ the same data dir); the network is torn down after them, also on failure.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -91,9 +91,12 @@ def chaos_cluster(
     *extra_args: str,
     program: tuple[str, ...] = SERVER,
     net: str | None = None,
+    data_fs: Callable[[Path], AbstractContextManager[Path]] | None = None,
 ) -> Iterator[tuple[Cluster, FaultNetwork]]:
     """N nodes on the network ``net`` names (``auto``, ``netns``, ``proxy``;
-    default: the run's ``--chaos-net``), ready, with their network."""
+    default: the run's ``--chaos-net``), ready, with their network; with
+    ``data_fs``, each data dir on a file system of its own that the test may
+    fill (tests/chaos/disk.py)."""
     ids = range(1, n + 1)
     made: Network | ProxyNetwork
     if net_kind(net) == "netns":
@@ -122,7 +125,11 @@ def chaos_cluster(
             for i in ids
         ]
     cluster: Cluster | None = None
+    disks = ExitStack()
     try:
+        if data_fs is not None:
+            for m in members:
+                disks.enter_context(data_fs(m.data_dir))
         cluster = Cluster(members, (*FAST_ELECTIONS, *extra_args), program)
         for m in members:
             cluster.start(m.node_id)
@@ -131,6 +138,7 @@ def chaos_cluster(
     finally:
         if cluster is not None:
             cluster.stop_all()
+        disks.close()
         made.close()
 
 

@@ -16,6 +16,8 @@ between elections, and every fault kind the suite knows comes up:
               restarted at the heal
   rolling     restart every node in turn, each by SIGTERM or SIGKILL, waiting
               for it to be ready before the next (heals itself: no hold)
+  disk_full   (data dirs on tmpfs) fill one node's file system; the filler
+              is deleted at the heal and the node resumes by itself
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tests.chaos.disk import fill, free
 from tests.chaos.harness import FaultNetwork
 from tests.integration.cluster import Cluster
 
@@ -39,6 +42,7 @@ KINDS = (
     "pause",
     "kill_some",
     "rolling",
+    "disk_full",
 )
 # How long a node restarted by the rolling restart may take to be ready.
 ROLLING_READY_S = 20.0
@@ -53,8 +57,10 @@ class Nemesis:
     calm_s: tuple[float, float] = (0.5, 1.5)  # healthy spell after each heal
     injected: Counter[str] = field(default_factory=Counter)
     log: list[tuple[float, str]] = field(default_factory=list)  # (monotonic s, what)
+    disk_faults: bool = False  # the data dirs are on tmpfs: disk_full may come up
     _killed: list[int] = field(default_factory=list)
     _paused: list[int] = field(default_factory=list)
+    _filled: list[int] = field(default_factory=list)
 
     @property
     def ids(self) -> list[int]:
@@ -75,7 +81,11 @@ class Nemesis:
             self.heal()
 
     def _kinds(self) -> tuple[str, ...]:
-        return KINDS if len(self.ids) >= 5 else tuple(k for k in KINDS if k != "bridge")
+        return tuple(
+            k
+            for k in KINDS
+            if (k != "bridge" or len(self.ids) >= 5) and (k != "disk_full" or self.disk_faults)
+        )
 
     def inject(self, kind: str) -> None:
         ids, rng = self.ids, self.rng
@@ -125,6 +135,11 @@ class Nemesis:
             self.cluster.kill(node, signal.SIGSTOP)
             self._paused.append(node)
             what = f"SIGSTOP {node}"
+        elif kind == "disk_full":
+            node = rng.choice(ids)
+            fill(self.cluster[node].data_dir)
+            self._filled.append(node)
+            what = f"disk of {node} full"
         else:
             raise ValueError(f"unknown fault kind {kind!r}")
         self.injected[kind] += 1
@@ -138,4 +153,7 @@ class Nemesis:
         for node in self._killed:
             self.cluster.start(node)
         self._killed.clear()
+        for node in self._filled:
+            free(self.cluster[node].data_dir)
+        self._filled.clear()
         self.log.append((time.monotonic(), "heal"))

@@ -14,11 +14,8 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.chaos.disk import FILLER, fill, tmpfs
 from tests.integration.cluster import (
     FAST_ELECTIONS,
     Cluster,
@@ -40,59 +38,14 @@ from tests.integration.conftest import free_port
 
 pytestmark = pytest.mark.chaos
 
-TMPFS_SIZE = "24m"
 VALUE_BYTES = 2048  # big enough that a few hundred writes need new pages
 WRITE_TIMEOUT_S = 3.0
 CONVERGE_S = 30.0
 AMNESIA_S = 10.0  # a restored copy that will converge does so long before
-FILLER = "filler"
 DB_FILE = "httpcoord.sqlite3"
 
 
 # ---- the disk -------------------------------------------------------------------------
-
-
-@contextmanager
-def tmpfs(path: Path, size: str = TMPFS_SIZE) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at path; always unmounted at the end."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(path: Path, chunk_bytes: int = 1 << 20, chunks_max: int = 4096) -> int:
-    """Write a filler file until the file system is full; its size."""
-    written = 0
-    block = b"\0" * chunk_bytes
-    with open(path / FILLER, "wb", buffering=0) as f:
-        for _ in range(chunks_max):
-            try:
-                written += f.write(block)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-    # The last bytes: what a whole chunk did not fit.
-    with open(path / FILLER, "ab", buffering=0) as f:
-        for _ in range(chunk_bytes // 4096 + 1):
-            try:
-                written += f.write(b"\0" * 4096)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-    return written
 
 
 def tmpfs_cluster(tmp_path: Path) -> Cluster:

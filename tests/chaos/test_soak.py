@@ -25,6 +25,7 @@ tmp dir and names it.
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import time
@@ -36,6 +37,7 @@ import orjson
 import pytest
 
 from tests.chaos.checkers import Anomaly, check_monotonic_zxids
+from tests.chaos.disk import ext4, ext4_available
 from tests.chaos.harness import netns_cluster
 from tests.chaos.history import History, Op
 from tests.chaos.linearizable import VersionedRegister, check_linearizable
@@ -52,6 +54,9 @@ pytestmark = pytest.mark.chaos
 
 KEYS = ("a", "b", "c")
 CONVERGE_S = 30.0
+# Room for a 30-minute soak's data dir (snapshots keep it bounded); the
+# disk_full fault fills it with one file and deletes it.
+SOAK_DISK_MB = 512
 CHECK_BUDGET_S = 120.0
 # Every session is left to die at the end: it must be gone a ttl later (and
 # an election or two, on a busy machine).
@@ -80,7 +85,10 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, nodes: int) -> Non
     minutes = float(request.config.getoption("--chaos-minutes"))
     seed = int(request.config.getoption("--chaos-seed")) * 10 + nodes
     history = History()
-    with netns_cluster(tmp_path, nodes) as (cluster, net):
+    # Where it can, each data dir on a file system of its own, so disks fill too.
+    disks = ext4_available()
+    data_fs = functools.partial(ext4, size_mb=SOAK_DISK_MB) if disks else None
+    with netns_cluster(tmp_path, nodes, data_fs=data_fs) as (cluster, net):
         registers = RegisterClients(cluster, KEYS, history, seed)
         sets = SequentialSet(cluster, history, seed)
         locks = LockClients(cluster, history, seed)
@@ -89,7 +97,7 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, nodes: int) -> Non
         workloads = (registers, sets, locks, watchers, ephemerals)
         for w in workloads:
             w.prepare()
-        nemesis = Nemesis(cluster, net, random.Random(seed))
+        nemesis = Nemesis(cluster, net, random.Random(seed), disk_faults=disks)
         fault_s = minutes * 60
         for w in workloads:
             w.start(max_s=fault_s + 60)
