@@ -57,7 +57,10 @@ CONVERGE_S = 30.0
 # Room for a 30-minute soak's data dir (snapshots keep it bounded); the
 # disk_full fault fills it with one file and deletes it.
 SOAK_DISK_MB = 512
+# The linearizability search's budget, shared by the keys: a 30-minute soak
+# records about 570,000 register operations, which take about 130 s here.
 CHECK_BUDGET_S = 120.0
+CHECK_BUDGET_S_PER_1000_OPS = 0.5
 # Every session is left to die at the end: it must be gone a ttl later (and
 # an election or two, on a busy machine).
 SESSIONS_END_S = TTL_MS / 1000 + 10.0
@@ -130,8 +133,9 @@ def test_soak(tmp_path: Path, request: pytest.FixtureRequest, nodes: int) -> Non
         return [op for op in ops if op.key in keys]
 
     register_ops = [op for op in ops if op.key in KEYS]
+    budget_s = CHECK_BUDGET_S + len(register_ops) / 1000 * CHECK_BUDGET_S_PER_1000_OPS
     lin = check_linearizable(
-        register_ops, VersionedRegister(initial=registers.initial), time_budget_s=CHECK_BUDGET_S
+        register_ops, VersionedRegister(initial=registers.initial), time_budget_s=budget_s
     )
     found: dict[str, list[Anomaly]] = {
         "linearizable registers": lin.anomalies(),
