@@ -21,20 +21,17 @@ TMPFS_SIZE = "24m"
 FILLER = "filler"
 
 
-@contextmanager
-def tmpfs(path: Path, size: str = TMPFS_SIZE) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at path; always unmounted at the end."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+def _run_or_skip(argv: list[str], why: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        pytest.skip(f"{why}: {done.stderr.strip()}")
+
+
+@contextmanager
+def _mounted(path: Path, mount_argv: list[str], why: str) -> Iterator[Path]:
+    """``mount_argv`` mounts at ``path`` (the test skips if it cannot);
+    always unmounted at the end (lazily if it is still busy)."""
+    _run_or_skip(mount_argv, why)
     try:
         yield path
     finally:
@@ -42,26 +39,35 @@ def tmpfs(path: Path, size: str = TMPFS_SIZE) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def fill(path: Path, chunk_bytes: int = 1 << 20, chunks_max: int = 4096) -> int:
-    """Write a filler file until the file system is full; its size."""
+@contextmanager
+def tmpfs(path: Path, size: str = TMPFS_SIZE) -> Iterator[Path]:
+    """Mount a tmpfs of ``size`` at path; always unmounted at the end."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    argv = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)]
+    with _mounted(path, argv, "cannot mount a tmpfs here"):
+        yield path
+
+
+def _write_until_full(path: Path, mode: str, block_bytes: int, blocks_max: int) -> int:
+    """Append zeros to the filler a block at a time until ENOSPC; bytes written."""
     written = 0
-    block = b"\0" * chunk_bytes
-    with open(path / FILLER, "wb", buffering=0) as f:
-        for _ in range(chunks_max):
+    with open(path / FILLER, mode, buffering=0) as f:
+        for _ in range(blocks_max):
             try:
-                written += f.write(block)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-    # The last bytes: what a whole chunk did not fit.
-    with open(path / FILLER, "ab", buffering=0) as f:
-        for _ in range(chunk_bytes // 4096 + 1):
-            try:
-                written += f.write(b"\0" * 4096)
+                written += f.write(b"\0" * block_bytes)
             except OSError as exc:
                 assert exc.errno == errno.ENOSPC, exc
                 break
     return written
+
+
+def fill(path: Path, chunk_bytes: int = 1 << 20, chunks_max: int = 4096) -> int:
+    """Write a filler file until the file system is full; its size."""
+    written = _write_until_full(path, "wb", chunk_bytes, chunks_max)
+    # The last bytes: what a whole chunk did not fit.
+    return written + _write_until_full(path, "ab", 4096, chunk_bytes // 4096 + 1)
 
 
 def free(path: Path) -> None:
@@ -78,19 +84,11 @@ def ext4(path: Path, size_mb: int) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     with open(image, "wb") as f:
         f.truncate(size_mb << 20)
+    why = "cannot make a file system here"
     try:
-        for argv in (
-            ["mkfs.ext4", "-q", "-F", str(image)],
-            ["mount", "-o", "loop", str(image), str(path)],
-        ):
-            done = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                pytest.skip(f"cannot make a file system here: {done.stderr.strip()}")
-        try:
+        _run_or_skip(["mkfs.ext4", "-q", "-F", str(image)], why)
+        with _mounted(path, ["mount", "-o", "loop", str(image), str(path)], why):
             yield path
-        finally:
-            if subprocess.run(["umount", str(path)], check=False).returncode != 0:
-                subprocess.run(["umount", "-l", str(path)], check=False)
     finally:
         image.unlink(missing_ok=True)
 

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.disk import FILLER, fill, tmpfs
+from tests.chaos.disk import fill, free, tmpfs
+from tests.chaos.harness import chaos_cluster
 from tests.integration.cluster import (
     FAST_ELECTIONS,
     Cluster,
@@ -48,11 +49,12 @@ DB_FILE = "httpcoord.sqlite3"
 # ---- the disk -------------------------------------------------------------------------
 
 
-def tmpfs_cluster(tmp_path: Path) -> Cluster:
-    """Three nodes, each with its data dir on a tmpfs of its own (the test
-    fills the one it picks once it knows who leads)."""
-    members = [Member(i, free_port(), free_port(), tmp_path / f"node{i}") for i in (1, 2, 3)]
-    return Cluster(members, FAST_ELECTIONS)
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Three ready nodes, each with its data dir on a tmpfs of its own (the
+    test fills the one it picks once it knows who leads)."""
+    with chaos_cluster(tmp_path, 3, data_fs=tmpfs) as (made, _):
+        yield made
 
 
 # ---- the writers ----------------------------------------------------------------------
@@ -135,94 +137,76 @@ def converge(cluster: Cluster) -> None:
 
 
 def test_a_follower_whose_disk_fills_refuses_writes_and_rejoins_when_space_is_freed(
-    tmp_path: Path,
+    cluster: Cluster,
 ) -> None:
-    with (
-        tmpfs(tmp_path / "node1"),
-        tmpfs(tmp_path / "node2"),
-        tmpfs(tmp_path / "node3"),
-        tmpfs_cluster(tmp_path) as cluster,
-    ):
-        for m in cluster:
-            cluster.start(m.node_id)
-        cluster.wait_ready()
-        leader = cluster.leader()
-        full = next(m for m in cluster if m.node_id != leader)
-        other = next(m for m in cluster if m.node_id not in (leader, full.node_id))
-        assert write(cluster[leader].url, "/disk")[0] == 201
+    leader = cluster.leader()
+    full = next(m for m in cluster if m.node_id != leader)
+    other = next(m for m in cluster if m.node_id not in (leader, full.node_id))
+    assert write(cluster[leader].url, "/disk")[0] == 201
 
-        with writing([cluster[leader].url, other.url]) as writer:
-            wait_for("writes acknowledged", lambda: writer.acked_count() >= 20, 20)
-            fill(full.data_dir)
+    with writing([cluster[leader].url, other.url]) as writer:
+        wait_for("writes acknowledged", lambda: writer.acked_count() >= 20, 20)
+        fill(full.data_dir)
 
-            def refused() -> bool:
-                status, _, body = write(full.url, "/disk/on-the-full-node", b"x" * VALUE_BYTES)
-                if status != 507:
-                    return False  # its saves still found room (an overwritten WAL)
-                problem = json.loads(body)
-                assert problem["code"] == "DiskFull", (status, body)
-                assert str(full.data_dir) in problem["detail"]
-                return True
+        def refused() -> bool:
+            status, _, body = write(full.url, "/disk/on-the-full-node", b"x" * VALUE_BYTES)
+            if status != 507:
+                return False  # its saves still found room (an overwritten WAL)
+            problem = json.loads(body)
+            assert problem["code"] == "DiskFull", (status, body)
+            assert str(full.data_dir) in problem["detail"]
+            return True
 
-            # A write to the full node is answered at once, never left hanging.
-            wait_for("the full node refuses writes with DiskFull", refused, 20, 0.2)
-            started = time.monotonic()
-            assert write(full.url, "/disk/refused")[0] == 507
-            assert time.monotonic() - started < 1.0
-            assert http("GET", full.url + "/ready")[0] == 503
-            # Reads still answer from what it has.
-            status, _, _ = http("GET", full.url + "/v1/nodes/disk")
-            assert status == 200
-            # The other two keep committing.
-            acked_then = writer.acked_count()
-            wait_for(
-                "the others commit without the full node",
-                lambda: writer.acked_count() >= acked_then + 20,
-                20,
-            )
-            assert full.alive
-        (full.data_dir / FILLER).unlink()
-
-        wait_for("the node is ready again", lambda: http("GET", full.url + "/ready")[0] == 200, 20)
-        converge(cluster)
-        assert_all_acked_readable(full, writer)
-        assert write(full.url, "/disk/after")[0] == 201
-        assert "no space left" in full.log()
-
-
-def test_a_leader_whose_disk_fills_is_replaced_and_rejoins(tmp_path: Path) -> None:
-    with (
-        tmpfs(tmp_path / "node1"),
-        tmpfs(tmp_path / "node2"),
-        tmpfs(tmp_path / "node3"),
-        tmpfs_cluster(tmp_path) as cluster,
-    ):
-        for m in cluster:
-            cluster.start(m.node_id)
-        cluster.wait_ready()
-        old = cluster.leader()
-        others = [m.node_id for m in cluster if m.node_id != old]
-        assert write(cluster[old].url, "/disk")[0] == 201
-
-        with writing([cluster[i].url for i in others]) as writer:
-            wait_for("writes acknowledged", lambda: writer.acked_count() >= 20, 20)
-            fill(cluster[old].data_dir)
-            # Frozen, it sends no heartbeats: the other two elect one of them.
-            new = cluster.leader(among=others, timeout=20, not_=old)
-            assert new in others
-            acked_then = writer.acked_count()
-            wait_for("the new leader commits", lambda: writer.acked_count() >= acked_then + 20, 20)
-            status, _, body = write(cluster[old].url, "/disk/refused")
-            assert status == 507, (status, body)
-        (cluster[old].data_dir / FILLER).unlink()
-
+        # A write to the full node is answered at once, never left hanging.
+        wait_for("the full node refuses writes with DiskFull", refused, 20, 0.2)
+        started = time.monotonic()
+        assert write(full.url, "/disk/refused")[0] == 507
+        assert time.monotonic() - started < 1.0
+        assert http("GET", full.url + "/ready")[0] == 503
+        # Reads still answer from what it has.
+        status, _, _ = http("GET", full.url + "/v1/nodes/disk")
+        assert status == 200
+        # The other two keep committing.
+        acked_then = writer.acked_count()
         wait_for(
-            "the old leader follows the new one",
-            lambda: cluster.leader_named_by(old) == new,
+            "the others commit without the full node",
+            lambda: writer.acked_count() >= acked_then + 20,
             20,
         )
-        converge(cluster)
-        assert_all_acked_readable(cluster[old], writer)
+        assert full.alive
+    free(full.data_dir)
+
+    wait_for("the node is ready again", lambda: http("GET", full.url + "/ready")[0] == 200, 20)
+    converge(cluster)
+    assert_all_acked_readable(full, writer)
+    assert write(full.url, "/disk/after")[0] == 201
+    assert "no space left" in full.log()
+
+
+def test_a_leader_whose_disk_fills_is_replaced_and_rejoins(cluster: Cluster) -> None:
+    old = cluster.leader()
+    others = [m.node_id for m in cluster if m.node_id != old]
+    assert write(cluster[old].url, "/disk")[0] == 201
+
+    with writing([cluster[i].url for i in others]) as writer:
+        wait_for("writes acknowledged", lambda: writer.acked_count() >= 20, 20)
+        fill(cluster[old].data_dir)
+        # Frozen, it sends no heartbeats: the other two elect one of them.
+        new = cluster.leader(among=others, timeout=20, not_=old)
+        assert new in others
+        acked_then = writer.acked_count()
+        wait_for("the new leader commits", lambda: writer.acked_count() >= acked_then + 20, 20)
+        status, _, body = write(cluster[old].url, "/disk/refused")
+        assert status == 507, (status, body)
+    free(cluster[old].data_dir)
+
+    wait_for(
+        "the old leader follows the new one",
+        lambda: cluster.leader_named_by(old) == new,
+        20,
+    )
+    converge(cluster)
+    assert_all_acked_readable(cluster[old], writer)
 
 
 # ---- a copy taken mid-write ---------------------------------------------------------------
