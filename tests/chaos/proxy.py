@@ -42,6 +42,7 @@ not connected yet at most ``READ_BYTES_MAX``.
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable
@@ -50,6 +51,9 @@ from typing import Any, Literal, TypeVar
 
 from tests.chaos.net import Cuts
 from tests.integration.conftest import free_port
+
+NODE_PORT_LOW = 20000  # nodes' ports are drawn from here to the ephemeral range
+NODE_PORT_TRIES = 100
 
 LOOPBACK = "127.0.0.1"
 CALL_TIMEOUT_S = 10.0  # a call to the proxy's loop; it never waits on a peer
@@ -273,6 +277,28 @@ class _Link:
         return conn.client
 
 
+def node_port() -> int:
+    """A free port of the loopback below the kernel's ephemeral range, for a node
+    started later: the proxies dial nodes that are not up yet (and restarts)
+    from ephemeral ports, and one of those could take a port drawn from that
+    range before its node binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.SystemRandom()
+    for _ in range(NODE_PORT_TRIES):
+        port = rng.randrange(NODE_PORT_LOW, max(NODE_PORT_LOW + 1, ephemeral_low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        return port
+    return free_port()  # a crowded range: the ephemeral one, as before
+
+
 class ProxyNetwork(Cuts[ProxyHost]):
     """Proxies for every ordered pair of ``node_ids``; ``close()`` removes them.
 
@@ -304,13 +330,13 @@ class ProxyNetwork(Cuts[ProxyHost]):
         )
         self._closed = False
         try:
-            # The proxies' ports first, held: the nodes' free ports, drawn
-            # next, cannot be one of them.
+            # The proxies' ports first, held: the nodes' ports, drawn next,
+            # cannot be one of them.
             for d in ids:
                 for t in ids:
                     if d != t:
                         self.links[(d, t)] = _Link(self, d, t)
-            self.hosts = {i: ProxyHost(i, free_port(), free_port()) for i in ids}
+            self.hosts = {i: ProxyHost(i, node_port(), node_port()) for i in ids}
             self._thread.start()
             self._call(self._serve)
         except BaseException:
