@@ -19,6 +19,7 @@ for the control runs). Each bug is one rule the suite relies on, broken:
                           before applying the entry itself
   no_renewal_on_failover  a new leader carries no session renewal over: it
                           counts every session as last heard from one ttl ago
+                          and expires them all as it takes office
 
 Every build, the correct one included, replicates with one append of at most
 4 KiB in flight per follower: there is no way here to delay a link (no

@@ -95,7 +95,10 @@ class OutcomeIgnoresTerm(Node):
 
 class NoRenewalOnFailover(Node):
     """A new leader carries no session renewal over: it counts every session
-    as last heard from a ttl ago, so each expires at its first check."""
+    as last heard from a ttl ago and expires them all as it takes office,
+    before any client can heartbeat it."""
+
+    _takeover_expiry: asyncio.Task[list[str]] | None = None
 
     def _maybe_activate_sessions(self) -> None:
         was_active = self._sessions_active
@@ -106,6 +109,9 @@ class NoRenewalOnFailover(Node):
             for session in self.all_sessions():
                 tracker.open(session.id, session.ttl_ms, now - session.ttl_ms)
             self.sessions = tracker
+            self._takeover_expiry = asyncio.get_running_loop().create_task(
+                self.expire_sessions()
+            )
 
 
 class ExpireEarly(Node):
