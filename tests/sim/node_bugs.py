@@ -109,9 +109,7 @@ class NoRenewalOnFailover(Node):
             for session in self.all_sessions():
                 tracker.open(session.id, session.ttl_ms, now - session.ttl_ms)
             self.sessions = tracker
-            self._takeover_expiry = asyncio.get_running_loop().create_task(
-                self.expire_sessions()
-            )
+            self._takeover_expiry = asyncio.get_running_loop().create_task(self.expire_sessions())
 
 
 class ExpireEarly(Node):
