@@ -1,0 +1,167 @@
+"""Watching over SSE, resumed on any node without missing or repeating.
+
+``async for item in client.watch(path, recursive=True):`` yields ``Event``s
+in zxid order. The server marks the last event of each txn with its zxid
+(the SSE ``id:``); the iterator hands out a txn's events only once that
+mark has arrived, and remembers it. When the stream breaks (the node died,
+the connection dropped, the server cut off a slow reader), it reconnects,
+to the next endpoint if the node is gone, with ``Last-Event-ID`` set to that
+zxid: the node waits until it has applied it, then replays what came after.
+So every event is yielded once, whole txns at a time, across any number of
+reconnects.
+
+``410 Compacted`` means the node no longer holds the events since that
+zxid. The iterator then reads the watched state afresh and yields a
+``Resync`` with it, then the events after that read. For a path, the read
+is one read at one zxid, so nothing is missed or repeated. For a recursive
+watch it is a walk of the subtree, one read per node; the events after the
+``Resync`` start at the zxid of the walk's first read, so some may repeat a
+change the walk already saw: apply them as upserts (``TreeCache`` does).
+
+The iterator ends only when its consumer stops (``break``, or ``aclose()``);
+an error it cannot get past (a bad path, say) is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from httpcoord.client.errors import error_from_problem
+from httpcoord.client.models import Event, Node, Resync
+from httpcoord.errors import Compacted, DiskFull, NoNode, Unavailable, ZxidNotReached
+
+if TYPE_CHECKING:
+    from httpcoord.client.aio import Client
+
+_EVENT_TYPES = frozenset({"created", "deleted", "data_changed", "children_changed"})
+# Answers after which another node (or the same one later) will do.
+_RETRY = (Unavailable, DiskFull, ZxidNotReached)
+
+
+class Frame:
+    __slots__ = ("data", "event", "id")
+
+    def __init__(self) -> None:
+        self.event = "message"
+        self.data: list[str] = []
+        self.id: str | None = None
+
+
+async def frames(content: aiohttp.StreamReader) -> AsyncIterator[Frame]:
+    """Server-Sent Events frames, as the SSE spec reads them (comments and
+    ``retry:`` skipped)."""
+    frame = Frame()
+    while True:
+        raw = await content.readline()
+        if not raw:
+            return  # the stream ended
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if frame.data or frame.id is not None:
+                yield frame
+            frame = Frame()
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            frame.event = value
+        elif name == "data":
+            frame.data.append(value)
+        elif name == "id":
+            frame.id = value
+
+
+async def watch(
+    client: Client,
+    path: str,
+    *,
+    recursive: bool = False,
+    since: int | None = None,
+    data: bool = False,
+) -> AsyncGenerator[Event | Resync, None]:
+    url = "/v1/watch" + quote(path, safe="/")
+    params = {"recursive": "true" if recursive else "false", "data": "true" if data else "false"}
+    last = since  # the zxid of the last whole txn handed out (None: start live)
+    failures = 0
+    while True:
+        base = client.endpoint
+        headers = {"Accept": "text/event-stream"}
+        if last is not None:
+            headers["Last-Event-ID"] = str(last)
+        txn: list[Event] = []
+        try:
+            async with client.http.get(
+                base + url,
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=client.request_timeout_s),
+            ) as resp:
+                if resp.status >= 400:
+                    error = error_from_problem(resp.status, await resp.read())
+                    if isinstance(error, Compacted):
+                        resync = await _resync(client, path, recursive)
+                        last = resync.zxid
+                        yield resync
+                        continue
+                    if not isinstance(error, _RETRY):
+                        raise error
+                    raise _Retry
+                failures = 0
+                async for frame in frames(resp.content):
+                    if frame.event in _EVENT_TYPES and frame.data:
+                        txn.append(Event.from_json(orjson.loads("\n".join(frame.data))))
+                    if frame.event == "overflow":
+                        break  # cut off as a slow reader: resume from `last`
+                    if frame.id is not None and frame.id.isdigit():
+                        zxid = int(frame.id)
+                        for event in txn:
+                            yield event
+                        txn = []
+                        last = zxid if last is None else max(last, zxid)
+                        client.note_zxid(zxid)
+        except (_Retry, aiohttp.ClientError, TimeoutError, OSError):
+            failures += 1
+            client.next_endpoint()
+            if failures >= len(client.endpoints):
+                await asyncio.sleep(
+                    client.retry.pause_s(failures // len(client.endpoints), client.rng)
+                )
+
+
+class _Retry(Exception):
+    """The node answered with an error another node may not have."""
+
+
+async def _resync(client: Client, path: str, recursive: bool) -> Resync:
+    nodes: dict[str, Node | None] = {}
+    seen = client.last_zxid  # the read below is at this zxid or later
+    try:
+        first = await client.get(path, children=recursive)
+    except NoNode:
+        # Absent at some zxid >= seen: going on from seen may replay a
+        # create and delete in between, in order, but misses nothing.
+        nodes[path] = None
+        return Resync(seen, nodes)
+    nodes[path] = first
+    pending = [_child(path, c) for c in (first.children or [])]
+    while pending:
+        child = pending.pop()
+        try:
+            node = await client.get(child, children=True)
+        except NoNode:
+            continue  # deleted during the walk: its event comes after the Resync
+        nodes[child] = node
+        pending.extend(_child(child, c) for c in (node.children or []))
+    return Resync(first.zxid, nodes)
+
+
+def _child(parent: str, name: str) -> str:
+    return f"{parent.rstrip('/')}/{name}"
