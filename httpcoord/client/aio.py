@@ -115,6 +115,7 @@ class Client:
         *,
         request_timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        shuffle: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
@@ -122,7 +123,9 @@ class Client:
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.last_zxid = 0
-        self._current = self.rng.randrange(len(self.endpoints))
+        # Clients configured alike spread over the nodes, unless told to
+        # start at the first endpoint.
+        self._current = self.rng.randrange(len(self.endpoints)) if shuffle else 0
         self._http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:

@@ -160,11 +160,16 @@ class Session:
                     # at once, then heartbeat through the next node.
                     self._set(SessionState.SUSPENDED)
             sent_at = self._clock()
+            left_s = self.ttl_ms / 1000 - (sent_at - self._last_ack_s)
             try:
-                await self.client.heartbeat(self.id)
+                # Retried over the endpoints, but never past the local expiry.
+                async with asyncio.timeout(max(left_s, 0.01)):
+                    await self.client.heartbeat(self.id)
             except SessionExpired:
                 self._set(SessionState.LOST)
                 return
+            except TimeoutError:
+                continue
             except CoordError:
                 # No endpoint took it for now: try again shortly (the loop
                 # declares the session lost once a ttl has passed).

@@ -42,13 +42,16 @@ class SyncClient:
         *,
         request_timeout_s: float = 10.0,
         retry: RetryPolicy | None = None,
+        shuffle: bool = True,
     ) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="httpcoord-client", daemon=True
         )
         self._thread.start()
-        self.aio = Client(endpoints, request_timeout_s=request_timeout_s, retry=retry)
+        self.aio = Client(
+            endpoints, request_timeout_s=request_timeout_s, retry=retry, shuffle=shuffle
+        )
 
     def __enter__(self) -> Self:
         return self
