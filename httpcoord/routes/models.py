@@ -179,6 +179,7 @@ class Problem(BaseModel):
     zxid: int | None = None  # Compacted: the last zxid applied
     applied_zxid: int | None = None  # ZxidNotReached: the zxid this node had applied
     client: str | None = None  # TooManyRequests for watches: the client address
+    data_dir: str | None = None  # DiskFull: the data dir of the node that answered
 
 
 Role = Literal["follower", "pre_candidate", "candidate", "leader"]
