@@ -20,6 +20,7 @@ import click
 from aiohttp import web
 
 from httpcoord import __version__
+from httpcoord.cli_client import register as register_client_commands
 from httpcoord.cluster.node import ClusterConfig, NodeLimits
 from httpcoord.cluster.node_storage import SnapshotCorrupt, StorageCorrupt, StorageMismatch
 from httpcoord.config import (
@@ -96,6 +97,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @click.version_option(__version__, prog_name="httpcoord")
 def main() -> None:
     """httpcoord: ZooKeeper's data model and guarantees over HTTP/JSON."""
+
+
+register_client_commands(main)  # get, set, create, ls, ... (httpcoord/cli_client.py)
 
 
 @main.command()
