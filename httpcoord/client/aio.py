@@ -119,7 +119,7 @@ class Client:
         rng: random.Random | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
-        self.request_timeout_s = request_timeout_s
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
         self.last_zxid = 0
@@ -146,6 +146,15 @@ class Client:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession()
         return self._http
+
+    @property
+    def request_timeout_s(self) -> float:
+        assert self._timeout.total is not None
+        return self._timeout.total
+
+    @request_timeout_s.setter
+    def request_timeout_s(self, seconds: float) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=seconds)
 
     @property
     def endpoint(self) -> str:
@@ -190,10 +199,10 @@ class Client:
                 async with self.http.request(
                     method,
                     target,
-                    params=params,
+                    params=params or None,
                     data=body,
                     headers=sent_headers,
-                    timeout=aiohttp.ClientTimeout(total=self.request_timeout_s),
+                    timeout=self._timeout,
                 ) as resp:
                     answer = Answer(resp.status, resp.headers, await resp.read())
             except aiohttp.ClientConnectorError as exc:
