@@ -20,6 +20,7 @@ it has already seen or written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -127,6 +128,8 @@ class Client:
         # start at the first endpoint.
         self._current = self.rng.randrange(len(self.endpoints)) if shuffle else 0
         self._http: aiohttp.ClientSession | None = None
+        self._closed = False
+        self.sessions: set[Session] = set()  # open ones, closed with the client
 
     async def __aenter__(self) -> Self:
         return self
@@ -135,6 +138,12 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        """Close the sessions opened through this client (their ephemerals
+        go), then the connections. The client cannot be used after."""
+        for session in list(self.sessions):
+            with contextlib.suppress(CoordError):
+                await session.close()
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None
@@ -143,7 +152,9 @@ class Client:
 
     @property
     def http(self) -> aiohttp.ClientSession:
-        if self._http is None or self._http.closed:
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if self._http is None:
             self._http = aiohttp.ClientSession()
         return self._http
 

@@ -39,6 +39,9 @@ from httpcoord.errors import Compacted, DiskFull, NoNode, Unavailable, ZxidNotRe
 if TYPE_CHECKING:
     from httpcoord.client.aio import Client
 
+# A stream silent this long is taken for dead and resumed elsewhere: the
+# server sends a keepalive comment every 15 s by default (--sse-keepalive-ms).
+IDLE_TIMEOUT_S = 45.0
 _EVENT_TYPES = frozenset({"created", "deleted", "data_changed", "children_changed"})
 # Answers after which another node (or the same one later) will do.
 _RETRY = (Unavailable, DiskFull, ZxidNotReached)
@@ -86,6 +89,7 @@ async def watch(
     recursive: bool = False,
     since: int | None = None,
     data: bool = False,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> AsyncGenerator[Event | Resync, None]:
     url = "/v1/watch" + quote(path, safe="/")
     params = {"recursive": "true" if recursive else "false", "data": "true" if data else "false"}
@@ -102,7 +106,9 @@ async def watch(
                 base + url,
                 params=params,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=client.request_timeout_s),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=client.request_timeout_s, sock_read=idle_timeout_s
+                ),
             ) as resp:
                 if resp.status >= 400:
                     error = error_from_problem(resp.status, await resp.read())

@@ -1,0 +1,386 @@
+"""Local caches kept current from one event stream: ``NodeCache`` (one node)
+and ``TreeCache`` (a subtree), as Curator's NodeCache and TreeCache.
+
+Protocol. A cache reads what it follows, then watches it (``data=True``,
+recursive for a tree) from the zxid of its first read, and applies each
+event to its copy. Every read is exact about the zxid it reflects, absence
+included: a node that is missing is known missing at the zxid of a read of
+its nearest existing ancestor's child list. Each cached path remembers that
+zxid (``Node.zxid``); an event at or below it repeats what the read already
+saw and is skipped, so the watch may start before the last read and no
+node ever goes back to an older state. A ``TreeCache`` walks its subtree
+again (one read per node) when the watch says events were missed (a
+``Resync``, after ``410 Compacted``) and swaps the result in whole; those
+reads are at least as new as every event applied, so this goes forward too.
+
+Listeners are called in the event loop, after the change: a ``NodeCache``'s
+with the node (``None`` once deleted) when it is created, set or deleted; a
+``TreeCache``'s with a ``CacheEvent`` (``added``, ``updated``, ``removed``).
+A change to a child list alone updates the stat quietly.
+
+Suspended and lost. A cache holds no session: ``SUSPENDED`` and ``LOST``
+do not apply. While the node its stream came from is down, the cache keeps
+showing what it had (stale, never older) and catches up once the watch
+resumes on another node; ``wait_zxid(z)`` says when it has caught up with a
+write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, replace
+from types import TracebackType
+from typing import Literal, Self
+
+from httpcoord.client.aio import Client
+from httpcoord.client.models import Event, Node, Resync
+from httpcoord.errors import BadArguments, CoordError, NoNode, Unavailable
+
+log = logging.getLogger(__name__)
+
+READ_ATTEMPTS_MAX = 16  # reads of one path that keeps coming and going
+REBUILD_ATTEMPTS_MAX = 10  # walks after a Resync before the cache gives up
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEvent:
+    type: Literal["added", "updated", "removed"]
+    path: str
+    node: Node  # the new node; for ``removed`` the last one cached
+    zxid: int  # the change's zxid, or that of the read that found it
+
+
+NodeListener = Callable[[Node | None], None]
+TreeListener = Callable[[CacheEvent], None]
+
+
+class _Follower:
+    """What both caches share: the stream task, progress and listeners."""
+
+    def __init__(self, client: Client, path: str) -> None:
+        self.client = client
+        self.path = path.rstrip("/") or "/"
+        self.zxid = 0  # every change up to this zxid is in the cache
+        self.error: BaseException | None = None  # why the cache stopped following
+        self._stream: AsyncGenerator[Event | Resync, None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._progress = asyncio.Event()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Load the cache, then keep it current in the background."""
+        if self._task is not None:
+            raise RuntimeError("this cache is started already")
+        since = await self._load()
+        self._stream = self._watch(since)
+        self._task = asyncio.get_running_loop().create_task(
+            self._follow(), name=f"cache {self.path}"
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._stream is not None:
+            await self._stream.aclose()
+
+    async def wait_zxid(self, zxid: int, timeout_s: float | None = None) -> None:
+        """Wait until the cache shows every change up to ``zxid`` (a write
+        that touched what it follows, say)."""
+        async with asyncio.timeout(timeout_s):
+            while self.zxid < zxid:
+                if self.error is not None:
+                    raise self.error
+                self._progress.clear()
+                await self._progress.wait()
+
+    async def _follow(self) -> None:
+        assert self._stream is not None
+        try:
+            async for item in self._stream:
+                if isinstance(item, Resync):
+                    await self._reload()
+                else:
+                    # A txn's events come without a pause between them, so
+                    # nobody sees a txn half applied.
+                    self._apply(item)
+                    self.zxid = max(self.zxid, item.zxid)
+                self._progress.set()
+        except CoordError as exc:
+            log.warning("cache of %s stopped following: %s", self.path, exc)
+            self.error = exc
+            self._progress.set()
+
+    async def _reload(self) -> None:
+        for attempt in range(REBUILD_ATTEMPTS_MAX):
+            try:
+                await self._load()
+                return
+            except Unavailable:
+                if attempt + 1 == REBUILD_ATTEMPTS_MAX:
+                    raise
+                await asyncio.sleep(self.client.retry.pause_s(attempt, self.client.rng))
+
+    def _watch(self, since: int) -> AsyncGenerator[Event | Resync, None]:
+        raise NotImplementedError
+
+    async def _load(self) -> int:
+        """Read afresh and show it; the lowest zxid read (to watch from)."""
+        raise NotImplementedError
+
+    def _apply(self, event: Event) -> None:
+        raise NotImplementedError
+
+
+class NodeCache(_Follower):
+    """``async with NodeCache(client, "/app/config") as cache: cache.node``"""
+
+    def __init__(self, client: Client, path: str) -> None:
+        super().__init__(client, path)
+        self.node: Node | None = None  # None while the node does not exist
+        self._known_at = -1  # the zxid self.node (or its absence) is exact at
+        self._listeners: list[NodeListener] = []
+
+    def add_listener(self, listener: NodeListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: NodeListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _watch(self, since: int) -> AsyncGenerator[Event | Resync, None]:
+        return self.client.watch(self.path, since=since, data=True)
+
+    async def _load(self) -> int:
+        node, at = await read_exact(self.client, self.path)
+        old = self.node
+        if at >= self._known_at:
+            self.node, self._known_at = node, at
+            self.zxid = max(self.zxid, at)
+            if _changed(old, node):
+                self._notify(node)
+        return at
+
+    def _apply(self, event: Event) -> None:
+        if event.zxid <= self._known_at:
+            return  # the last read saw it already
+        self._known_at = event.zxid
+        old = self.node
+        if event.type == "deleted":
+            self.node = None
+        elif event.stat is None:
+            return
+        elif event.type == "children_changed":
+            if old is not None:
+                self.node = replace(old, stat=event.stat, zxid=event.zxid)
+            return
+        else:
+            data = event.data if event.data is not None else old.data if old else b""
+            self.node = Node(event.path, data, event.stat, None, event.zxid)
+        if _changed(old, self.node):
+            self._notify(self.node)
+
+    def _notify(self, node: Node | None) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(node)
+            except Exception:
+                log.exception("node cache listener failed")
+
+
+class TreeCache(_Follower):
+    """``async with TreeCache(client, "/app") as cache: cache.get("/app/a")``"""
+
+    def __init__(self, client: Client, path: str, *, nodes_max: int = 100_000) -> None:
+        super().__init__(client, path)
+        self.nodes_max = nodes_max  # reads of one walk; a bigger subtree is refused
+        self.rebuilds = 0  # walks after a Resync
+        self._nodes: dict[str, Node] = {}  # Node.zxid: the zxid the entry is exact at
+        self._children: dict[str, set[str]] = {}
+        # While events may repeat what the last walk read (up to the
+        # newest zxid it read): paths known absent, and since when.
+        self._absent: dict[str, int] = {}
+        self._replay_until = 0
+        self._listeners: list[TreeListener] = []
+
+    def get(self, path: str) -> Node | None:
+        """The cached node (``children`` left None: see ``children``)."""
+        return self._nodes.get(path.rstrip("/") or "/")
+
+    def children(self, path: str) -> list[str] | None:
+        """The cached node's child names, sorted; None if it is not cached."""
+        path = path.rstrip("/") or "/"
+        if path not in self._nodes:
+            return None
+        return sorted(self._children.get(path, ()))
+
+    def nodes(self) -> dict[str, Node]:
+        """Every cached node by path (a copy)."""
+        return dict(self._nodes)
+
+    def add_listener(self, listener: TreeListener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: TreeListener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    def _watch(self, since: int) -> AsyncGenerator[Event | Resync, None]:
+        return self.client.watch(self.path, recursive=True, since=since, data=True)
+
+    async def _reload(self) -> None:
+        self.rebuilds += 1
+        await super()._reload()
+
+    async def _load(self) -> int:
+        nodes, absent, low, high = await self._walk()
+        old, self._nodes = self._nodes, nodes
+        self._children = {}
+        for path in nodes:
+            if path != self.path:
+                self._index(path)
+        self._absent, self._replay_until = absent, high
+        self.zxid = max(self.zxid, high)
+        for path in sorted(old.keys() - nodes.keys(), reverse=True):  # children first
+            self._notify(CacheEvent("removed", path, old[path], self._known_at(path)))
+        for path, node in sorted(nodes.items()):
+            if path not in old:
+                self._notify(CacheEvent("added", path, node, node.zxid))
+            elif _changed(old[path], node):
+                self._notify(CacheEvent("updated", path, node, node.zxid))
+        return low
+
+    async def _walk(self) -> tuple[dict[str, Node], dict[str, int], int, int]:
+        """The subtree, one exact read per node: (nodes, absent paths with
+        the zxid they were absent at, lowest and highest zxid read)."""
+        nodes: dict[str, Node] = {}
+        absent: dict[str, int] = {}
+        low, high = -1, 0
+        pending = [self.path]
+        while pending:
+            if len(nodes) + len(absent) >= self.nodes_max:
+                raise BadArguments(f"{self.path}: more than {self.nodes_max} nodes to cache")
+            path = pending.pop()
+            node, at = await read_exact(self.client, path, children=True)
+            low = at if low < 0 else min(low, at)
+            high = max(high, at)
+            if node is None:
+                absent[path] = at
+                continue
+            nodes[path] = replace(node, children=None)
+            pending.extend(_join(path, name) for name in node.children or ())
+        return nodes, absent, low, high
+
+    def _known_at(self, path: str) -> int:
+        """The zxid the cache is exact at for ``path``, present or absent: a
+        path missing under a cached parent is absent as of that parent."""
+        node = self._nodes.get(path)
+        if node is not None:
+            return node.zxid
+        at = self._absent.get(path, 0)
+        if path != self.path:
+            at = max(at, self._known_at(_parent(path)))
+        return at
+
+    def _apply(self, event: Event) -> None:
+        if event.zxid > self._replay_until and self._absent:
+            self._absent.clear()  # past the walk: no event repeats it any more
+        if event.zxid <= self._known_at(event.path):
+            return
+        path, old = event.path, self._nodes.get(event.path)
+        if event.type == "deleted":
+            if old is None:
+                return
+            del self._nodes[path]
+            self._children.pop(path, None)
+            if path != self.path:
+                self._children.get(_parent(path), set()).discard(path.rsplit("/", 1)[1])
+            if event.zxid <= self._replay_until:
+                self._absent[path] = event.zxid
+            self._notify(CacheEvent("removed", path, old, event.zxid))
+        elif event.stat is None:
+            return
+        elif event.type == "children_changed":
+            if old is not None:
+                self._nodes[path] = replace(old, stat=event.stat, zxid=event.zxid)
+        else:
+            data = event.data if event.data is not None else old.data if old else b""
+            new = self._nodes[path] = Node(path, data, event.stat, None, event.zxid)
+            if old is None:
+                if path != self.path:
+                    self._index(path)
+                self._notify(CacheEvent("added", path, new, event.zxid))
+            elif _changed(old, new):
+                self._notify(CacheEvent("updated", path, new, event.zxid))
+
+    def _index(self, path: str) -> None:
+        self._children.setdefault(_parent(path), set()).add(path.rsplit("/", 1)[1])
+
+    def _notify(self, event: CacheEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("tree cache listener failed")
+
+
+async def read_exact(
+    client: Client, path: str, *, children: bool = False
+) -> tuple[Node | None, int]:
+    """The node and the zxid of the read, or None and a zxid at which the
+    node did not exist."""
+    for _ in range(READ_ATTEMPTS_MAX):
+        try:
+            node = await client.get(path, children=children)
+        except NoNode:
+            at = await _absent_at(client, path)
+            if at is not None:
+                return None, at
+            continue  # it came back meanwhile: read it again
+        return node, node.zxid
+    raise Unavailable(f"{path} kept appearing and vanishing over {READ_ATTEMPTS_MAX} reads")
+
+
+async def _absent_at(client: Client, path: str) -> int | None:
+    """The zxid of a read of the nearest existing ancestor's child list
+    that does not name ``path``'s branch; None if it names it (the path came
+    back, or its ancestor did, since the read that missed it)."""
+    branch = path
+    while branch != "/":
+        parent = _parent(branch)
+        try:
+            node = await client.get(parent, children=True)
+        except NoNode:
+            branch = parent
+            continue
+        if branch.rsplit("/", 1)[1] in (node.children or ()):
+            return None
+        return node.zxid
+    return None  # the root always exists
+
+
+def _changed(old: Node | None, new: Node | None) -> bool:
+    """Created, deleted, or its data set (a child list change alone is not)."""
+    if old is None or new is None:
+        return old is not new
+    return old.stat.czxid != new.stat.czxid or old.stat.mzxid != new.stat.mzxid
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def _join(parent: str, name: str) -> str:
+    return f"{parent.rstrip('/')}/{name}"
