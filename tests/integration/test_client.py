@@ -327,3 +327,29 @@ def test_the_blocking_client_reads_writes_and_watches(healed: Cluster) -> None:
             client.create("/sync/eph", ephemeral=True, session=session.id)
             assert session.state is SessionState.CONNECTED
         assert client.exists("/sync/eph") is None
+
+
+async def test_a_lock_holders_node_dying_suspends_the_grant_but_keeps_the_lock(
+    healed: Cluster,
+) -> None:
+    holder_node = follower(healed)
+    async with (
+        Client(endpoints(healed, holder_node), shuffle=False) as holder,
+        Client(endpoints(healed, healed.leader()), shuffle=False) as other,
+    ):
+        s1, s2 = await holder.open_session(4000), await other.open_session(4000)
+        grant = await Lock(holder, "/recipes/node-dies", s1).acquire()
+        waiting = asyncio.create_task(Lock(other, "/recipes/node-dies", s2).acquire())
+        healed.kill(holder_node)
+        # The holder cannot know it still holds the lock: told at once.
+        await asyncio.wait_for(grant.lost.wait(), 5)
+        # But its session moves to another node and lives: the lock stays
+        # its own, the waiter keeps waiting, and fenced writes still hold.
+        await asyncio.wait_for(s1.wait_for(SessionState.CONNECTED), 5)
+        await asyncio.sleep(5)  # more than a ttl
+        assert not waiting.done()
+        await holder.multi([grant.guard(), SetOp("/recipes/node-dies", b"still mine")])
+        await s1.close()
+        second = await asyncio.wait_for(waiting, 5)
+        assert second.token > grant.token
+        await s2.close()
