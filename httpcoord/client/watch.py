@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
 
 import aiohttp
@@ -56,7 +56,11 @@ class Frame:
         self.id: str | None = None
 
 
-async def frames(content: aiohttp.StreamReader) -> AsyncIterator[Frame]:
+class LineReader(Protocol):
+    async def readline(self) -> bytes: ...
+
+
+async def frames(content: LineReader) -> AsyncIterator[Frame]:
     """Server-Sent Events frames, as the SSE spec reads them (comments and
     ``retry:`` skipped)."""
     frame = Frame()
