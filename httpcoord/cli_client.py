@@ -287,7 +287,12 @@ def run(body: Body, *, ends_on_signal: bool = False) -> NoReturn:
     except CliError as error:
         out.error(error.code, error.detail)
         code = error.exit_code
-    except OSError as error:  # a --file that cannot be read, a closed stdout
+    except BrokenPipeError:
+        # The reader went away (`httpcoord watch ... | head -1`): end quietly,
+        # as rich does for its own output, with nothing left to flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = Exit.ERROR
+    except OSError as error:  # a --file that cannot be read
         out.error("OSError", str(error))
         code = Exit.ERROR
     sys.exit(int(code))
