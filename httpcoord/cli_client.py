@@ -75,8 +75,6 @@ DEFAULT_SESSION_TTL_MS = 10_000
 DEFAULT_GRACE_MS = 5_000
 DIGEST_SHOWN_CHARS = 12
 
-T = TypeVar("T")
-
 
 class Exit(enum.IntEnum):
     """The exit codes (docs/cli.md has the table)."""
@@ -234,7 +232,13 @@ class Output:
         sys.stdout.buffer.write(orjson.dumps(document) + b"\n")
         sys.stdout.buffer.flush()
 
-    def line(self, renderable: RenderableType) -> None:
+    def line(self, text: str | Text) -> None:
+        """One line, never wrapped (a long path stays whole)."""
+        self.out.print(text, soft_wrap=True)
+        self.out.file.flush()
+
+    def show(self, renderable: RenderableType) -> None:
+        """A table or a tree."""
         self.out.print(renderable)
         self.out.file.flush()
 
@@ -260,7 +264,10 @@ def _console(file: IO[str], *, stderr: bool) -> Console:
     # Not a terminal: no colour (rich's own choice) and a wide line, so a
     # table piped to a file keeps one row per line.
     width = None if file.isatty() or "COLUMNS" in os.environ else 200
-    return Console(file=file, stderr=stderr, markup=False, highlight=False, width=width)
+    # Names are shown as they are: no markup, emoji codes or highlighting.
+    return Console(
+        file=file, stderr=stderr, markup=False, emoji=False, highlight=False, width=width
+    )
 
 
 # ---- running one command --------------------------------------------------------------------
@@ -459,21 +466,22 @@ class Walk:
 
 
 async def fetch_many(
-    client: Client, paths: list[str], out: Output, *, children: bool
+    client: Client,
+    paths: list[str],
+    *,
+    children: bool,
+    advance: Callable[[int], None] = lambda n: None,
 ) -> dict[str, Node]:
-    """Read ``paths`` (WALK_REQUESTS_MAX at a time); a node deleted
-    meanwhile is left out."""
+    """Read ``paths`` (WALK_REQUESTS_MAX at a time), in their order; a
+    node deleted meanwhile is left out."""
     found: dict[str, Node] = {}
-    with _progress(out, len(paths)) as advance:
-        for start in range(0, len(paths), WALK_REQUESTS_MAX):
-            chunk = paths[start : start + WALK_REQUESTS_MAX]
-            reads = await asyncio.gather(
-                *(_get_or_none(client, p, children) for p in chunk),
-            )
-            for path, node in zip(chunk, reads, strict=True):
-                if node is not None:
-                    found[path] = node
-            advance(len(chunk))
+    for start in range(0, len(paths), WALK_REQUESTS_MAX):
+        chunk = paths[start : start + WALK_REQUESTS_MAX]
+        reads = await asyncio.gather(*(_get_or_none(client, p, children) for p in chunk))
+        for path, node in zip(chunk, reads, strict=True):
+            if node is not None:
+                found[path] = node
+        advance(len(chunk))
     return found
 
 
@@ -493,15 +501,9 @@ async def walk(
             room = nodes_max - len(nodes)
             if len(below) > room:
                 below, truncated = below[:room], True
-            level = []
-            for start in range(0, len(below), WALK_REQUESTS_MAX):
-                chunk = below[start : start + WALK_REQUESTS_MAX]
-                reads = await asyncio.gather(*(_get_or_none(client, p, True) for p in chunk))
-                for path, node in zip(chunk, reads, strict=True):
-                    if node is not None:  # None: deleted during the walk
-                        nodes[path] = node
-                        level.append(path)
-                advance(len(chunk))
+            read = await fetch_many(client, below, children=True, advance=advance)
+            nodes.update(read)
+            level = list(read)
             depth += 1
             if truncated:
                 break
@@ -600,7 +602,7 @@ def stat(path: str) -> None:
         if out.as_json:
             out.json({"path": node.path, "stat": _stat_doc(node.stat), "zxid": node.zxid})
             return
-        out.line(_stat_table(node))
+        out.show(_stat_table(node))
 
     run(body)
 
@@ -782,13 +784,14 @@ def ls(path: str, long_: bool) -> None:
                     out.line(name)
             return
         paths = [_child(path, n) for n in names]
-        read = await fetch_many(client, paths, out, children=False)
+        with _progress(out, len(paths)) as advance:
+            read = await fetch_many(client, paths, children=False, advance=advance)
         rows = [(n, read[p]) for n, p in zip(names, paths, strict=True) if p in read]
         if out.as_json:
             children = [{"name": n, "stat": _stat_doc(c.stat)} for n, c in rows]
             out.json({"path": node.path, "children": children, "zxid": node.zxid})
         else:
-            out.line(_ls_table(rows))
+            out.show(_ls_table(rows))
 
     run(body)
 
@@ -838,7 +841,7 @@ def tree(path: str, depth: int | None, nodes_max: int) -> None:
         if out.as_json:
             out.json({**_tree_doc(path, found.nodes), "truncated": found.truncated})
             return
-        out.line(_tree_view(path, found.nodes))
+        out.show(_tree_view(path, found.nodes))
         if found.truncated:
             out.note(f"cut at {nodes_max} nodes (--limit)")
 
@@ -930,8 +933,7 @@ def watch(path: str, recursive: bool, since: int | None, data: bool, count: int 
     """Print the events at PATH as they happen.
 
     Events at PATH (or below it with --recursive), until Ctrl-C or --count
-    events; reconnects to any node without missing
-    or repeating one. A resume older than the node's history prints a
+    events; reconnects to any node without missing or repeating one. A resume older than the node's history prints a
     `resync` with the state read afresh.
 
     \b
@@ -1164,7 +1166,7 @@ async def _contenders(client: Client, path: str) -> list[bytes]:
         names = ordered(await client.get_children(path), CANDIDATE_PREFIX)
     except NoNode:
         return []
-    nodes = await fetch_many(client, [_child(path, n) for n in names], Output(True), children=False)
+    nodes = await fetch_many(client, [_child(path, n) for n in names], children=False)
     return [node.data for node in nodes.values()]
 
 
@@ -1349,7 +1351,7 @@ def session_ls() -> None:
         table.add_column("ephemerals", justify="right")
         for s in sessions:
             table.add_row(s["id"], str(s["ttl_ms"]), str(s["ephemeral_count"]))
-        out.line(table)
+        out.show(table)
 
     run(body)
 
@@ -1381,7 +1383,7 @@ def session_info(session_id: str) -> None:
         expires = "-" if info.expires_in_ms is None else str(info.expires_in_ms)
         table.add_row("expires_in_ms", expires)
         table.add_row("ephemerals", "\n".join(info.ephemerals) or "-")
-        out.line(table)
+        out.show(table)
 
     run(body)
 
@@ -1440,7 +1442,7 @@ def cluster() -> None:
                 f"leader {view['leader'] or 'none'}, term {view['term']}"
                 f" (as node {view['id']} sees it, at zxid {view['zxid']})"
             )
-            out.line(_cluster_table(view))
+            out.show(_cluster_table(view))
         for zxid in diverged:
             out.error("Diverged", f"members at zxid {zxid} show different digests")
         return Exit.ERROR if diverged else Exit.OK
