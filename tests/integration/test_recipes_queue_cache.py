@@ -21,6 +21,7 @@ from httpcoord.client import (
     NodeExists,
     NoNode,
     RetryPolicy,
+    SessionExpired,
     SessionState,
     Stat,
 )
@@ -246,9 +247,12 @@ async def test_a_claim_returns_to_the_queue_when_its_session_is_closed(healed: C
         await qa.put(b"job")
         first = await qa.get(WAIT_S)
         waiting = asyncio.create_task(qb.get(WAIT_S))
+        a_waiting = asyncio.create_task(qa.get(WAIT_S))
         await asyncio.sleep(0.3)
-        assert not waiting.done()  # claimed by a: not handed out again
+        assert not waiting.done() and not a_waiting.done()  # claimed by a: not handed out again
         await b.close_session(sa.id)  # from outside, as an operator would
+        with pytest.raises(SessionExpired):  # a stops waiting: it could claim nothing
+            await asyncio.wait_for(a_waiting, 5)
         second = await waiting
         assert (second.name, second.data) == (first.name, b"job")
         assert second.token > first.token

@@ -8,10 +8,12 @@ included: a node that is missing is known missing at the zxid of a read of
 its nearest existing ancestor's child list. Each cached path remembers that
 zxid (``Node.zxid``); an event at or below it repeats what the read already
 saw and is skipped, so the watch may start before the last read and no
-node ever goes back to an older state. A ``TreeCache`` walks its subtree
-again (one read per node) when the watch says events were missed (a
-``Resync``, after ``410 Compacted``) and swaps the result in whole; those
-reads are at least as new as every event applied, so this goes forward too.
+node ever goes back to an older state. When the watch says events were
+missed (a ``Resync``, after ``410 Compacted``) a cache reads again, a
+``TreeCache`` walking its subtree (one read per node; the iterator's own
+walk is not used, as it does not say when a node it missed was absent),
+and swaps the result in whole; those reads are at least as new as every
+event applied, so this goes forward too.
 
 Listeners are called in the event loop, after the change: a ``NodeCache``'s
 with the node (``None`` once deleted) when it is created, set or deleted; a
@@ -119,6 +121,7 @@ class _Follower:
                     self.zxid = max(self.zxid, item.zxid)
                 self._progress.set()
         except CoordError as exc:
+            # Kept for wait_zxid to raise: a cache must not go stale silently.
             log.warning("cache of %s stopped following: %s", self.path, exc)
             self.error = exc
             self._progress.set()

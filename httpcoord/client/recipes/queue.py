@@ -10,10 +10,10 @@ twice. A consumer that finds the queue empty watches ``<path>`` (from the
 zxid before its listing, so no put is missed) and lists again when its
 child list changes. The queue holds no session: ``SUSPENDED`` and ``LOST``
 do not apply to it, and the client carries its requests to another node
-when one dies. An item is handed out at most once: if the delete's outcome
-is unknown (``OutcomeUnknown``, its node died mid-request) the item may be
-gone without having been handed to anyone. Use ``LockingQueue`` when an
-item must not be lost with its consumer.
+when one dies. An item is handed out at most once: a ``get`` that raises
+``OutcomeUnknown`` (its node died during the delete), or is cancelled while
+it takes an item, may have removed one without handing it to anyone. Use
+``LockingQueue`` when an item must not be lost with its consumer.
 
 LockingQueue. Items are ``<path>/entries/entry-NNNNNNNNNN``. ``get`` claims
 the lowest unclaimed item with one multi: an ephemeral node
@@ -29,11 +29,14 @@ grows, for fencing what the item drives. When the session is ``SUSPENDED``
 the consumer cannot know whether it still holds its claims, and when it is
 ``LOST`` it does not: every held ``Item.lost`` is set, and the consumer
 should stop work on it; its ``ack`` still succeeds if the claim survived.
+Once the session is ``LOST`` (or ``CLOSED``), ``get`` raises
+``SessionExpired``, also while it waits: open a new session.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -42,7 +45,14 @@ from httpcoord.client.aio import Client
 from httpcoord.client.models import CheckOp, CreateOp, DeleteOp, Event, Op, Resync, SetOp
 from httpcoord.client.recipes._sequence import ordered
 from httpcoord.client.session import Session, SessionState
-from httpcoord.errors import BadVersion, MultiFailed, NodeExists, NoNode, OutcomeUnknown
+from httpcoord.errors import (
+    BadVersion,
+    MultiFailed,
+    NodeExists,
+    NoNode,
+    OutcomeUnknown,
+    SessionExpired,
+)
 
 ENTRY_PREFIX = "entry-"
 
@@ -127,6 +137,8 @@ class LockingQueue:
 
     async def poll(self) -> Item | None:
         """Claim the oldest unclaimed item, or None when there is none (no waiting)."""
+        if not self.session.alive:
+            raise SessionExpired(f"session {self.session.id} is {self.session.state.value}")
         # Claims listed first: an item claimed after this listing only
         # makes its claim below fail, never succeed twice.
         taken = set(await _children(self.client, self.taken, self.prefix))
@@ -137,16 +149,31 @@ class LockingQueue:
 
     async def get(self, timeout_s: float | None = None) -> Item:
         """Claim the oldest unclaimed item, waiting for one (``TimeoutError``
-        after ``timeout_s``). ``SessionExpired`` once the session is gone."""
+        after ``timeout_s``). ``SessionExpired`` once the session is gone,
+        waiting or not: nothing could be claimed with it."""
         dirs = (self.entries, self.taken)
-        return await _take_waiting(
-            self.client,
-            self.path,
-            True,
-            lambda e: e.type == "children_changed" and e.path in dirs,
-            self.poll,
-            timeout_s,
+        taking = asyncio.ensure_future(
+            _take_waiting(
+                self.client,
+                self.path,
+                True,
+                lambda e: e.type == "children_changed" and e.path in dirs,
+                self.poll,
+                timeout_s,
+            )
         )
+        ended = asyncio.ensure_future(self.session.wait_for(SessionState.LOST, SessionState.CLOSED))
+        try:
+            await asyncio.wait((taking, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not taking.done():
+                taking.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await taking
+        if taking.done() and not taking.cancelled():
+            return taking.result()
+        raise SessionExpired(f"session {self.session.id} ended while waiting for an item")
 
     async def ack(self, item: Item) -> bool:
         """Remove the item for good. False if the claim was lost first (the
