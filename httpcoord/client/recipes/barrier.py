@@ -65,7 +65,9 @@ class Barrier:
 
     async def wait(self, timeout_s: float | None = None) -> bool:
         """Wait until the barrier is down: False if it still was after
-        ``timeout_s``."""
+        ``timeout_s`` (0: only look)."""
+        if await self.client.exists(self.path) is None:
+            return True
         try:
             async with asyncio.timeout(timeout_s):
                 await wait_deleted(self.client, self.path)
