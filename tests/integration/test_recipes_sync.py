@@ -21,10 +21,12 @@ from httpcoord.client import (
     Client,
     CoordError,
     NoNode,
+    OutcomeUnknown,
     RetryPolicy,
     Session,
     SessionExpired,
     SessionState,
+    WriteResult,
 )
 from httpcoord.client.recipes.barrier import READY, Barrier, DoubleBarrier
 from httpcoord.client.recipes.party import Party, ShallowParty
@@ -230,6 +232,77 @@ async def test_rwlock_waiter_gets_the_lock_after_its_node_is_killed(cluster: Clu
             assert second_grant.token > first_grant.token
             await second.release()
             assert ps[1].session.state is not SessionState.LOST
+
+
+async def test_rwlock_writer_may_downgrade_to_a_reader(cluster: Cluster) -> None:
+    path = "/recipes/rw/downgrade"
+    async with participants(cluster, 2) as ps:
+        rw = ReadWriteLock(ps[0].client, path, ps[0].session)
+        await rw.write_lock.acquire(DEADLINE_S)
+        await rw.read_lock.acquire(DEADLINE_S)  # its own writer does not hold it back
+        other = ReadWriteLock(ps[1].client, path, ps[1].session).write_lock
+        task = asyncio.create_task(other.acquire(DEADLINE_S))
+        await eventually("the other writer queued", count_is(ps[0].client, path, 2, WRITE_PREFIX))
+        await rw.write_lock.release()
+        await stays_blocked(task)  # the read grant still holds the lock
+        assert rw.read_lock.held
+        await rw.read_lock.release()
+        await asyncio.wait_for(task, DEADLINE_S)
+        await other.release()
+
+
+class LosesOneAnswer(Client):
+    """Applies its first sequential create but answers as a connection
+    broken after the request was sent would."""
+
+    answers_lost = 0
+    lost_path = ""  # the node the lost answer named
+
+    async def create(
+        self,
+        path: str,
+        data: bytes = b"",
+        *,
+        sequential: bool = False,
+        parents: bool = False,
+        ephemeral: bool = False,
+        container: bool = False,
+        ttl_ms: int | None = None,
+        session: str | None = None,
+    ) -> WriteResult:
+        result = await super().create(
+            path,
+            data,
+            sequential=sequential,
+            parents=parents,
+            ephemeral=ephemeral,
+            container=container,
+            ttl_ms=ttl_ms,
+            session=session,
+        )
+        if sequential and not self.answers_lost:
+            self.answers_lost += 1
+            self.lost_path = result.path
+            raise OutcomeUnknown("the answer was lost (injected)")
+        return result
+
+
+async def test_rwlock_finds_its_node_after_a_create_with_an_unknown_outcome(
+    cluster: Cluster,
+) -> None:
+    path = "/recipes/rw/unknown"
+    async with LosesOneAnswer(",".join(m.url for m in cluster)) as client:
+        session = await client.open_session(SESSION_TTL_MS)
+        lock = ReadWriteLock(client, path, session).write_lock
+        grant = await lock.acquire(DEADLINE_S)
+        assert client.answers_lost == 1
+        # The node the lost answer was about is found and is the grant's: no
+        # orphan is left in the queue to block every later contender.
+        assert grant.node == client.lost_path
+        assert await children(client, path) == [grant.node.rsplit("/", 1)[1]]
+        await lock.release()
+        assert await children(client, path) == []
+        await session.close()
 
 
 # ---- semaphore --------------------------------------------------------------------------
