@@ -1109,7 +1109,9 @@ def elect(
     """
 
     async def show(client: Client, out: Output) -> None:
-        names = [c.decode(errors="replace") for c in await _contenders(client, path)]
+        from httpcoord.client.recipes.election import contenders
+
+        names = [c.decode(errors="replace") for c in await contenders(client, path)]
         if out.as_json:
             out.json({"path": path, "leader": names[0] if names else None, "candidates": names})
         elif not names:
@@ -1154,20 +1156,6 @@ async def _session_for(client: Client, ttl_ms: int) -> AsyncIterator[Session]:
     finally:
         with contextlib.suppress(CoordError):
             await session.close()
-
-
-async def _contenders(client: Client, path: str) -> list[bytes]:
-    """The identifiers of an election's candidates, the leader first (the
-    recipe's own ``contenders()``, without the session it asks for)."""
-    from httpcoord.client.recipes._sequence import ordered
-    from httpcoord.client.recipes.election import CANDIDATE_PREFIX
-
-    try:
-        names = ordered(await client.get_children(path), CANDIDATE_PREFIX)
-    except NoNode:
-        return []
-    nodes = await fetch_many(client, [_child(path, n) for n in names], children=False)
-    return [node.data for node in nodes.values()]
 
 
 async def _acquire(
@@ -1338,8 +1326,7 @@ def session_ls() -> None:
     """
 
     async def body(client: Client, out: Output) -> None:
-        answer = await client.request("GET", "/v1/sessions", read=True)
-        sessions: list[dict[str, Any]] = answer.json()["sessions"]
+        sessions = await client.sessions()
         if out.as_json:
             out.json({"sessions": sessions})
             return

@@ -129,7 +129,7 @@ class Client:
         self._current = self.rng.randrange(len(self.endpoints)) if shuffle else 0
         self._http: aiohttp.ClientSession | None = None
         self._closed = False
-        self.sessions: set[Session] = set()  # open ones, closed with the client
+        self.live_sessions: set[Session] = set()  # open ones, closed with the client
 
     async def __aenter__(self) -> Self:
         return self
@@ -140,7 +140,7 @@ class Client:
     async def close(self) -> None:
         """Close the sessions opened through this client (their ephemerals
         go), then the connections. The client cannot be used after."""
-        for session in list(self.sessions):
+        for session in list(self.live_sessions):
             with contextlib.suppress(CoordError):
                 await session.close()
         self._closed = True
@@ -384,6 +384,12 @@ class Client:
         answer = await self.request("GET", f"/v1/sessions/{quote(session_id, safe='')}", read=True)
         body = answer.json()
         return SessionInfo(body["id"], body["ttl_ms"], body["expires_in_ms"], body["ephemerals"])
+
+    async def sessions(self) -> list[dict[str, Any]]:
+        """Every open session: ``{"id", "ttl_ms", "ephemeral_count"}``, by id."""
+        answer = await self.request("GET", "/v1/sessions", read=True)
+        listed: list[dict[str, Any]] = answer.json()["sessions"]
+        return listed
 
     async def open_session(self, ttl_ms: int = 10_000) -> Session:
         """Open a session that keeps itself alive until ``close()``."""

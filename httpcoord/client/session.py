@@ -103,7 +103,7 @@ class Session:
         return self.state
 
     def start(self) -> None:
-        self.client.sessions.add(self)
+        self.client.live_sessions.add(self)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._keep_alive(), name=f"session {self.id}"
@@ -112,7 +112,7 @@ class Session:
     async def close(self) -> None:
         """Stop heartbeating and close the session on the server (its
         ephemerals go with it). Safe to call more than once."""
-        self.client.sessions.discard(self)
+        self.client.live_sessions.discard(self)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

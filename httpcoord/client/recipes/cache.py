@@ -5,10 +5,12 @@ Protocol. A cache reads what it follows, then watches it (``data=True``,
 recursive for a tree) from the zxid of its first read, and applies each
 event to its copy. Every read is exact about the zxid it reflects, absence
 included: a node that is missing is known missing at the zxid of a read of
-its nearest existing ancestor's child list. Each cached path remembers that
-zxid (``Node.zxid``); an event at or below it repeats what the read already
-saw and is skipped, so the watch may start before the last read and no
-node ever goes back to an older state. When the watch says events were
+its nearest existing ancestor's child list (and a node a walk did not find
+under a parent it read, at the zxid of that read). An event on a path at
+or below the zxid its read reflects repeats what the read already saw and
+is skipped, so the watch may start before the last read and no node ever
+goes back to an older state. Events after every read apply as they come,
+all those of one txn (one zxid) included. When the watch says events were
 missed (a ``Resync``, after ``410 Compacted``) a cache reads again, a
 ``TreeCache`` walking its subtree (one read per node; the iterator's own
 walk is not used, as it does not say when a node it missed was absent),
@@ -153,7 +155,7 @@ class NodeCache(_Follower):
     def __init__(self, client: Client, path: str) -> None:
         super().__init__(client, path)
         self.node: Node | None = None  # None while the node does not exist
-        self._known_at = -1  # the zxid self.node (or its absence) is exact at
+        self._read_at = -1  # the zxid of the last read: events up to it are in it
         self._listeners: list[NodeListener] = []
 
     def add_listener(self, listener: NodeListener) -> None:
@@ -168,18 +170,18 @@ class NodeCache(_Follower):
 
     async def _load(self) -> int:
         node, at = await read_exact(self.client, self.path)
-        old = self.node
-        if at >= self._known_at:
-            self.node, self._known_at = node, at
-            self.zxid = max(self.zxid, at)
-            if _changed(old, node):
-                self._notify(node)
+        # Reads wait for the client's newest zxid, which every event applied
+        # has raised: a read never goes back.
+        assert at >= self.zxid, (at, self.zxid)
+        old, self.node, self._read_at = self.node, node, at
+        self.zxid = at
+        if _changed(old, node):
+            self._notify(node)
         return at
 
     def _apply(self, event: Event) -> None:
-        if event.zxid <= self._known_at:
+        if event.zxid <= self._read_at:
             return  # the last read saw it already
-        self._known_at = event.zxid
         old = self.node
         if event.type == "deleted":
             self.node = None
@@ -210,11 +212,11 @@ class TreeCache(_Follower):
         super().__init__(client, path)
         self.nodes_max = nodes_max  # reads of one walk; a bigger subtree is refused
         self.rebuilds = 0  # walks after a Resync
-        self._nodes: dict[str, Node] = {}  # Node.zxid: the zxid the entry is exact at
+        self._nodes: dict[str, Node] = {}  # Node.zxid: the read's or last event's
         self._children: dict[str, set[str]] = {}
-        # While events may repeat what the last walk read (up to the
-        # newest zxid it read): paths known absent, and since when.
-        self._absent: dict[str, int] = {}
+        # While events may repeat what the last walk read (up to the newest
+        # zxid it read): the zxid of each path's read, found or absent.
+        self._read_at: dict[str, int] = {}
         self._replay_until = 0
         self._listeners: list[TreeListener] = []
 
@@ -249,15 +251,16 @@ class TreeCache(_Follower):
 
     async def _load(self) -> int:
         nodes, absent, low, high = await self._walk()
+        assert low >= self.zxid, (low, self.zxid)  # as NodeCache._load: never back
         old, self._nodes = self._nodes, nodes
         self._children = {}
         for path in nodes:
             if path != self.path:
                 self._index(path)
-        self._absent, self._replay_until = absent, high
-        self.zxid = max(self.zxid, high)
+        self._read_at = {path: node.zxid for path, node in nodes.items()} | absent
+        self._replay_until = self.zxid = high
         for path in sorted(old.keys() - nodes.keys(), reverse=True):  # children first
-            self._notify(CacheEvent("removed", path, old[path], self._known_at(path)))
+            self._notify(CacheEvent("removed", path, old[path], self._read_zxid(path)))
         for path, node in sorted(nodes.items()):
             if path not in old:
                 self._notify(CacheEvent("added", path, node, node.zxid))
@@ -286,21 +289,17 @@ class TreeCache(_Follower):
             pending.extend(_join(path, name) for name in node.children or ())
         return nodes, absent, low, high
 
-    def _known_at(self, path: str) -> int:
-        """The zxid the cache is exact at for ``path``, present or absent: a
-        path missing under a cached parent is absent as of that parent."""
-        node = self._nodes.get(path)
-        if node is not None:
-            return node.zxid
-        at = self._absent.get(path, 0)
-        if path != self.path:
-            at = max(at, self._known_at(_parent(path)))
-        return at
+    def _read_zxid(self, path: str) -> int:
+        """The zxid of the walk's read that saw ``path``: its own, or that of
+        the nearest ancestor read that did not list it (absent as of then)."""
+        while path not in self._read_at and path != self.path:
+            path = _parent(path)
+        return self._read_at.get(path, 0)
 
     def _apply(self, event: Event) -> None:
-        if event.zxid > self._replay_until and self._absent:
-            self._absent.clear()  # past the walk: no event repeats it any more
-        if event.zxid <= self._known_at(event.path):
+        if event.zxid > self._replay_until:
+            self._read_at.clear()  # past the walk: no event repeats it any more
+        elif event.zxid <= self._read_zxid(event.path):
             return
         path, old = event.path, self._nodes.get(event.path)
         if event.type == "deleted":
@@ -310,8 +309,6 @@ class TreeCache(_Follower):
             self._children.pop(path, None)
             if path != self.path:
                 self._children.get(_parent(path), set()).discard(path.rsplit("/", 1)[1])
-            if event.zxid <= self._replay_until:
-                self._absent[path] = event.zxid
             self._notify(CacheEvent("removed", path, old, event.zxid))
         elif event.stat is None:
             return
@@ -375,10 +372,11 @@ async def _absent_at(client: Client, path: str) -> int | None:
 
 
 def _changed(old: Node | None, new: Node | None) -> bool:
-    """Created, deleted, or its data set (a child list change alone is not)."""
+    """Created, deleted, or its data set (a child list change alone is not);
+    the version tells two sets in one txn apart."""
     if old is None or new is None:
         return old is not new
-    return old.stat.czxid != new.stat.czxid or old.stat.mzxid != new.stat.mzxid
+    return old.stat.czxid != new.stat.czxid or old.stat.version != new.stat.version
 
 
 def _parent(path: str) -> str:

@@ -40,19 +40,26 @@ class LeaderElection:
 
     async def contenders(self) -> list[bytes]:
         """The candidates' identifiers, the leader first."""
-        try:
-            names = ordered(await self.client.get_children(self.path), CANDIDATE_PREFIX)
-        except NoNode:
-            return []
-        out = []
-        for name in names:
-            try:
-                out.append((await self.client.get(f"{self.path}/{name}")).data)
-            except NoNode:
-                continue  # left meanwhile
-        return out
+        return await contenders(self.client, self.path)
 
     async def leader(self) -> bytes | None:
         """The current leader's identifier, None when nobody campaigns."""
         candidates = await self.contenders()
         return candidates[0] if candidates else None
+
+
+async def contenders(client: Client, path: str) -> list[bytes]:
+    """The identifiers of the candidates of the election at ``path``, the
+    leader first (no session needed: anyone may look)."""
+    path = path.rstrip("/") or "/"
+    try:
+        names = ordered(await client.get_children(path), CANDIDATE_PREFIX)
+    except NoNode:
+        return []
+    out = []
+    for name in names:
+        try:
+            out.append((await client.get(f"{path}/{name}")).data)
+        except NoNode:
+            continue  # left meanwhile
+    return out
