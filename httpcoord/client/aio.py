@@ -69,9 +69,11 @@ _NOTHING_DONE = (Unavailable, DiskFull, TooManyRequests)
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    attempts: int = 8  # tries of one request, over all endpoints
+    # Enough to ride out a leader election: with three endpoints, ten
+    # rounds whose pauses add up to about 1.5 s on average.
+    attempts: int = 30  # tries of one request, over all endpoints
     backoff_ms_min: int = 20  # first pause, once every endpoint failed
-    backoff_ms_max: int = 1000  # the pause doubles up to this
+    backoff_ms_max: int = 500  # the pause doubles up to this
 
     def pause_s(self, round_no: int, rng: random.Random) -> float:
         """Full jitter: uniform in [0, min(max, min * 2^round)]."""
