@@ -10,7 +10,7 @@ import asyncio
 import os
 import random
 import signal
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -23,6 +23,7 @@ from httpcoord.client import (
     RetryPolicy,
     SessionExpired,
     SessionState,
+    SetOp,
     Stat,
 )
 from httpcoord.client.recipes.cache import CacheEvent, NodeCache, TreeCache
@@ -93,8 +94,8 @@ def cache_tree(cache: TreeCache) -> dict[str, tuple[bytes, Stat, list[str]]]:
 
 
 class ForwardOnly:
-    """A TreeCache listener that fails the test if any path is shown at a
-    zxid not newer than one it was shown at before."""
+    """A TreeCache listener that notes any path shown at a zxid older than
+    one it was shown at before."""
 
     def __init__(self) -> None:
         self.last: dict[str, int] = {}
@@ -104,7 +105,7 @@ class ForwardOnly:
     def __call__(self, event: CacheEvent) -> None:
         self.events.append(event)
         before = self.last.get(event.path, -1)
-        if event.zxid <= before:
+        if event.zxid < before:
             self.backwards.append((event, before))
         self.last[event.path] = event.zxid
 
@@ -340,11 +341,26 @@ async def test_node_cache_follows_concurrent_writers_and_never_goes_back(healed:
     assert mzxids == sorted(set(mzxids))  # only forward
 
 
+async def test_node_cache_applies_every_event_of_one_txn(healed: Cluster) -> None:
+    path = "/rc/onetxn/k"
+    async with Client(endpoints(healed)) as client, NodeCache(client, path) as cache:
+        shown: list[Node | None] = []
+        cache.add_listener(shown.append)
+        written = await client.multi(
+            [CreateOp(path, b"made", parents=True), SetOp(path, b"set"), SetOp(path, b"again")]
+        )
+        await cache.wait_zxid(written.zxid, WAIT_S)
+        assert cache.node is not None
+        assert cache.node.stat == (await client.get(path)).stat
+        assert [n.data if n else None for n in shown] == [b"made", b"set", b"again"]
+
+
 async def test_node_cache_sees_an_ephemeral_go_with_its_session(healed: Cluster) -> None:
     async with Client(endpoints(healed)) as owner, Client(endpoints(healed)) as other:
         await owner.create("/rc/eph-parent", parents=True)
         session = await owner.open_session(10_000)
         await owner.create("/rc/eph-parent/e", b"here", ephemeral=True, session=session.id)
+        other.note_zxid(owner.last_zxid)  # read what the owner wrote, from any node
         async with NodeCache(other, "/rc/eph-parent/e") as cache:
             assert cache.node is not None and cache.node.stat.ephemeral_owner == session.id
             gone = asyncio.Event()
@@ -391,11 +407,21 @@ async def test_tree_cache_equals_the_server_tree_after_a_burst(healed: Cluster) 
                     return newest
 
                 newest = max(await asyncio.gather(*(burst(i) for i in range(3))))
+                # One txn that makes several events on one path, and on a
+                # new parent and its new child.
+                deep = f"{root}/m/x/y"
+                one_txn = await reader.multi(
+                    [CreateOp(deep, b"0", parents=True), SetOp(deep, b"1"), SetOp(deep, b"2")]
+                )
+                newest = max(newest, one_txn.zxid)
                 # A participant's session closed from outside: its ephemeral goes.
                 await reader.close_session(session.id)
                 newest = max(newest, reader.last_zxid)
                 await cache.wait_zxid(newest, WAIT_S)
                 assert cache.get(f"{root}/eph") is None
+                made = cache.get(deep)
+                assert made is not None and (made.data, made.stat.version) == (b"2", 2)
+                assert cache.children(f"{root}/m") == ["x"]
                 assert cache_tree(cache) == await server_tree(reader, root)
                 assert cache.rebuilds == 0
     finally:
@@ -413,6 +439,7 @@ async def test_caches_follow_through_the_death_of_their_node(healed: Cluster) ->
         Client(endpoints(healed, follower(healed)), shuffle=False, retry=PATIENT) as writer,
     ):
         await writer.create(f"{root}/k", b"0", parents=True)
+        reader.note_zxid(writer.last_zxid)
         forward = ForwardOnly()
         async with NodeCache(reader, f"{root}/k") as node_cache, TreeCache(reader, root) as tree:
             tree.add_listener(forward)
@@ -442,6 +469,7 @@ async def test_tree_cache_rebuilds_after_missing_more_than_the_kept_history(
     ):
         await writer.create(f"{root}/gone", b"g", parents=True)
         await writer.create(f"{root}/kept", b"0")
+        reader.note_zxid(writer.last_zxid)
         forward = ForwardOnly()
         async with TreeCache(reader, root) as cache:
             cache.add_listener(forward)
@@ -529,47 +557,63 @@ async def test_caches_started_in_a_burst_never_show_what_their_reads_passed(
     assert mzxids == sorted(set(mzxids)) and len(mzxids) > 1
 
 
-class DeletedBeforeItsRead(Client):
-    """A client whose first read of ``path`` comes after another client set
-    it twice and deleted it: as if those writes landed between a walk's
-    listing of the parent and its read of the child."""
+class WritesBeforeReads(Client):
+    """A client that, before its first read of each path in ``before``,
+    has another client make that path's writes: as if they landed in the
+    middle of a walk, after the walk's first read (where its watch starts)."""
 
-    def __init__(self, endpoints: list[str], path: str, other: Client) -> None:
+    def __init__(
+        self, endpoints: list[str], before: dict[str, Callable[[], Awaitable[int]]]
+    ) -> None:
         super().__init__(endpoints)
-        self.path, self.other, self.struck = path, other, False
+        self.before = dict(before)
 
     async def get(
         self, path: str, *, children: bool = False, consistency: str | None = None
     ) -> Node:
-        if path == self.path and not self.struck:
-            self.struck = True
-            await self.other.set(path, b"second")
-            await self.other.set(path, b"third")
-            await self.other.delete(path)
+        writes = self.before.pop(path, None)
+        if writes is not None:
+            self.note_zxid(await writes())
         return await super().get(path, children=children, consistency=consistency)
 
 
-async def test_tree_cache_never_shows_a_node_deleted_before_its_walk_read_it(
-    healed: Cluster,
-) -> None:
+async def test_tree_cache_never_shows_what_its_walk_read_past(healed: Cluster) -> None:
     root = "/rc/walkgap"
     async with Client(endpoints(healed)) as writer:
         await writer.create(f"{root}/doomed", b"first", parents=True)
         await writer.create(f"{root}/stays", b"s")
-        reader = DeletedBeforeItsRead(endpoints(healed), f"{root}/doomed", writer)
+        await writer.create(f"{root}/sub", b"")
+
+        async def doom() -> int:
+            # Listed by the root's read, gone by its own: set twice, deleted.
+            await writer.set(f"{root}/doomed", b"second")
+            await writer.set(f"{root}/doomed", b"third")
+            return (await writer.delete(f"{root}/doomed")).zxid
+
+        async def ghost() -> int:
+            # Made and gone before its parent's read: never listed at all.
+            await writer.create(f"{root}/sub/ghost", b"boo")
+            return (await writer.delete(f"{root}/sub/ghost")).zxid
+
+        reader = WritesBeforeReads(
+            endpoints(healed), {f"{root}/doomed": doom, f"{root}/sub": ghost}
+        )
+        reader.note_zxid(writer.last_zxid)
         forward = ForwardOnly()
         try:
             cache = TreeCache(reader, root)
             cache.add_listener(forward)
             async with cache:
-                assert reader.struck
-                # The watch replays the two sets and the delete, which the
-                # walk's reads already saw: the node must not come back.
+                assert not reader.before  # both struck during the walk
+                # The watch replays those writes, which the walk's reads
+                # already saw: neither node may show up.
                 final = await writer.set(f"{root}/stays", b"t")
                 await cache.wait_zxid(final.zxid, WAIT_S)
-                assert cache.children(root) == ["stays"]
+                assert cache.children(root) == ["stays", "sub"]
+                assert cache.children(f"{root}/sub") == []
                 assert cache_tree(cache) == await server_tree(writer, root)
         finally:
             await reader.close()
-    assert [e.path for e in forward.events] == [root, f"{root}/stays", f"{root}/stays"]
+    shown = sorted({e.path for e in forward.events})
+    assert shown == [root, f"{root}/stays", f"{root}/sub"]
     assert forward.backwards == []
