@@ -458,7 +458,7 @@ async def test_caches_follow_through_the_death_of_their_node(healed: Cluster) ->
     assert forward.backwards == []
 
 
-async def test_tree_cache_rebuilds_after_missing_more_than_the_kept_history(
+async def test_caches_rebuild_after_missing_more_than_the_kept_history(
     healed: Cluster,
 ) -> None:
     victim = follower(healed)
@@ -471,7 +471,7 @@ async def test_tree_cache_rebuilds_after_missing_more_than_the_kept_history(
         await writer.create(f"{root}/kept", b"0")
         reader.note_zxid(writer.last_zxid)
         forward = ForwardOnly()
-        async with TreeCache(reader, root) as cache:
+        async with TreeCache(reader, root) as cache, NodeCache(reader, f"{root}/kept") as kept:
             cache.add_listener(forward)
             await cache.wait_zxid(writer.last_zxid, WAIT_S)
             # The cache's node freezes with its stream open; the others go
@@ -481,7 +481,7 @@ async def test_tree_cache_rebuilds_after_missing_more_than_the_kept_history(
             try:
                 await writer.delete(f"{root}/gone")
                 for i in range(1, 81):  # more events than the 64 kept
-                    await writer.set(f"{root}/kept", str(i).encode())
+                    last_set = await writer.set(f"{root}/kept", str(i).encode())
                 await writer.create(f"{root}/new", b"n")
                 newest = writer.last_zxid
                 assert cache.zxid < newest
@@ -490,8 +490,11 @@ async def test_tree_cache_rebuilds_after_missing_more_than_the_kept_history(
             await cache.wait_zxid(newest, WAIT_S)
             assert cache.rebuilds == 1
             assert cache.get(f"{root}/gone") is None
-            kept = cache.get(f"{root}/kept")
-            assert kept is not None and kept.data == b"80"
+            cached = cache.get(f"{root}/kept")
+            assert cached is not None and cached.data == b"80"
+            await kept.wait_zxid(last_set.zxid, WAIT_S)
+            assert kept.rebuilds == 1
+            assert kept.node is not None and kept.node.stat == cached.stat
             assert cache_tree(cache) == await server_tree(reader, root)
     assert forward.backwards == []
     removed = [e for e in forward.events if e.type == "removed"]

@@ -62,12 +62,13 @@ TreeListener = Callable[[CacheEvent], None]
 
 
 class _Follower:
-    """What both caches share: the stream task, progress and listeners."""
+    """What both caches share: loading, the task that follows the stream, progress."""
 
     def __init__(self, client: Client, path: str) -> None:
         self.client = client
         self.path = path.rstrip("/") or "/"
         self.zxid = 0  # every change up to this zxid is in the cache
+        self.rebuilds = 0  # reads afresh after a Resync
         self.error: BaseException | None = None  # why the cache stopped following
         self._stream: AsyncGenerator[Event | Resync, None] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -115,6 +116,7 @@ class _Follower:
         try:
             async for item in self._stream:
                 if isinstance(item, Resync):
+                    self.rebuilds += 1
                     await self._reload()
                 else:
                     # A txn's events come without a pause between them, so
@@ -211,7 +213,6 @@ class TreeCache(_Follower):
     def __init__(self, client: Client, path: str, *, nodes_max: int = 100_000) -> None:
         super().__init__(client, path)
         self.nodes_max = nodes_max  # reads of one walk; a bigger subtree is refused
-        self.rebuilds = 0  # walks after a Resync
         self._nodes: dict[str, Node] = {}  # Node.zxid: the read's or last event's
         self._children: dict[str, set[str]] = {}
         # While events may repeat what the last walk read (up to the newest
@@ -244,10 +245,6 @@ class TreeCache(_Follower):
 
     def _watch(self, since: int) -> AsyncGenerator[Event | Resync, None]:
         return self.client.watch(self.path, recursive=True, since=since, data=True)
-
-    async def _reload(self) -> None:
-        self.rebuilds += 1
-        await super()._reload()
 
     async def _load(self) -> int:
         nodes, absent, low, high = await self._walk()
