@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -316,7 +317,7 @@ def test_lock_runs_the_command_with_the_fencing_token_and_its_status(
     assert done.returncode == 42, done.stderr  # CMD's own status
     env = json.loads((tmp_path / "env").read_text())
     assert int(env["HTTPCOORD_LOCK_TOKEN"]) > 0
-    assert env["HTTPCOORD_LOCK_NODE"] == f"{base}/lock/lock-0000000000"
+    assert re.fullmatch(f"{base}/lock/lock-[0-9a-f]{{16}}-0000000000", env["HTTPCOORD_LOCK_NODE"])
     assert doc(server, "ls", f"{base}/lock")["children"] == []  # released
 
     # A later grant has a larger token: the fence moves forward.

@@ -31,12 +31,12 @@ import secrets
 
 from httpcoord.client.aio import Client
 from httpcoord.client.models import Event, Resync
-from httpcoord.client.recipes._sequence import wait_deleted
-from httpcoord.client.recipes.rwlock import (
+from httpcoord.client.recipes._sequence import (
     WRITE_ATTEMPTS_MAX,
     create_ephemeral,
     drop,
     unless_session_ends,
+    wait_deleted,
 )
 from httpcoord.client.session import Session
 from httpcoord.errors import NodeExists, NoNode, OutcomeUnknown

@@ -1,6 +1,6 @@
 """A fair, fenced mutual-exclusion lock (Curator's InterProcessMutex, kazoo's Lock).
 
-Each contender creates an ephemeral sequential node ``<path>/lock-NNNNNNNNNN``
+Each contender creates an ephemeral sequential node ``<path>/lock-<tag>-NNNNNNNNNN``
 in its session; the lowest counter holds the lock, and every other
 contender watches only the node just ahead of it, so a release wakes one
 waiter, not all of them. Waiters are served in the order they arrived.
@@ -29,7 +29,14 @@ from types import TracebackType
 
 from httpcoord.client.aio import Client
 from httpcoord.client.models import CheckOp
-from httpcoord.client.recipes._sequence import ordered, wait_deleted
+from httpcoord.client.recipes._sequence import (
+    create_contender,
+    drop,
+    drop_strays,
+    ordered,
+    unless_session_ends,
+    wait_deleted,
+)
 from httpcoord.client.session import Session, SessionState
 from httpcoord.errors import NoNode
 
@@ -82,22 +89,16 @@ class Lock:
         ``timeout_s``, its place given up)."""
         if self.grant is not None:
             raise RuntimeError("this Lock is held already; use one Lock per holder")
-        created = await self.client.create(
-            f"{self.path}/{self.prefix}",
-            self.data,
-            sequential=True,
-            ephemeral=True,
-            parents=True,
-            session=self.session.id,
+        node, token = await create_contender(
+            self.client, self.path, self.prefix, self.data, self.session
         )
-        assert created.stat is not None
         try:
             async with asyncio.timeout(timeout_s):
-                await self._wait_turn(created.path)
+                await unless_session_ends(self.session, self._wait_turn(node))
         except BaseException:
-            await self._give_up(created.path)
+            await drop(self.client, self.session, node)
             raise
-        grant = Grant(created.path, created.stat.czxid)
+        grant = Grant(node, token)
         self.grant = grant
         self.session.add_listener(self._on_session)
         return grant
@@ -108,7 +109,7 @@ class Lock:
             return
         self.session.remove_listener(self._on_session)
         grant.lost.set()
-        await self._give_up(grant.node)
+        await drop(self.client, self.session, grant.node)
 
     async def __aenter__(self) -> Grant:
         return await self.acquire()
@@ -122,19 +123,13 @@ class Lock:
         name = mine.rsplit("/", 1)[1]
         while True:
             queue = ordered(await self.client.get_children(self.path), self.prefix)
+            queue = await drop_strays(self.client, self.session, self.path, queue, name)
             if name not in queue:
                 raise NoNode(f"this contender's node {mine} is gone (its session ended)")
             at = queue.index(name)
             if at == 0:
                 return
             await wait_deleted(self.client, f"{self.path}/{queue[at - 1]}")
-
-    async def _give_up(self, node: str) -> None:
-        if self.session.alive:
-            try:
-                await self.client.delete(node)
-            except NoNode:
-                pass
 
     def _on_session(self, state: SessionState) -> None:
         if state is not SessionState.CONNECTED and self.grant is not None:

@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator
 from typing import Generic, TypeVar
 
 from httpcoord.client.aio import Client
-from httpcoord.client.recipes.rwlock import WRITE_ATTEMPTS_MAX, create_ephemeral, drop
+from httpcoord.client.recipes._sequence import WRITE_ATTEMPTS_MAX, create_ephemeral, drop
 from httpcoord.client.session import Session
 from httpcoord.errors import NodeExists, NoNode, OutcomeUnknown, Unavailable
 

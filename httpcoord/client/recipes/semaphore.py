@@ -29,15 +29,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from httpcoord.client.aio import Client
-from httpcoord.client.recipes.lock import Grant
-from httpcoord.client.recipes.rwlock import (
-    WriteLock,
-    contenders,
+from httpcoord.client.recipes._sequence import (
     create_contender,
     drop,
     drop_strays,
+    ordered,
     unless_session_ends,
 )
+from httpcoord.client.recipes.lock import Grant
+from httpcoord.client.recipes.rwlock import WriteLock
 from httpcoord.client.session import Session, SessionState
 from httpcoord.errors import NoNode
 
@@ -118,7 +118,7 @@ class Semaphore:
         """The data of every lease node, oldest first (the holders, plus
         the one acquirer that may be waiting for room)."""
         try:
-            names = contenders(await self.client.get_children(self._leases_path), (LEASE_PREFIX,))
+            names = ordered(await self.client.get_children(self._leases_path), (LEASE_PREFIX,))
         except NoNode:
             return []
         out = []
@@ -133,7 +133,7 @@ class Semaphore:
         name = mine.rsplit("/", 1)[1]
         while True:
             listing = await self.client.get(self._leases_path, children=True)
-            leases = contenders(listing.children or [], (LEASE_PREFIX,))
+            leases = ordered(listing.children or [], (LEASE_PREFIX,))
             if name not in leases:
                 raise NoNode(f"this acquirer's lease node {mine} is gone (its session ended)")
             leases = await drop_strays(self.client, self.session, self._leases_path, leases, name)
