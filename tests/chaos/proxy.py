@@ -42,7 +42,6 @@ not connected yet at most ``READ_BYTES_MAX``.
 from __future__ import annotations
 
 import asyncio
-import random
 import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterable
@@ -50,10 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from tests.chaos.net import Cuts
-from tests.integration.conftest import free_port
-
-NODE_PORT_LOW = 20000  # nodes' ports are drawn from here to the ephemeral range
-NODE_PORT_TRIES = 100
+from tests.integration.cluster import node_port
 
 LOOPBACK = "127.0.0.1"
 CALL_TIMEOUT_S = 10.0  # a call to the proxy's loop; it never waits on a peer
@@ -275,28 +271,6 @@ class _Link:
         conn = _Conn(self)
         self.conns.add(conn)
         return conn.client
-
-
-def node_port() -> int:
-    """A free port of the loopback below the kernel's ephemeral range, for a node
-    started later: the proxies dial nodes that are not up yet (and restarts)
-    from ephemeral ports, and one of those could take a port drawn from that
-    range before its node binds it."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            ephemeral_low = int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    rng = random.SystemRandom()
-    for _ in range(NODE_PORT_TRIES):
-        port = rng.randrange(NODE_PORT_LOW, max(NODE_PORT_LOW + 1, ephemeral_low))
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((LOOPBACK, port))
-            except OSError:
-                continue
-        return port
-    return free_port()  # a crowded range: the ephemeral one, as before
 
 
 class ProxyNetwork(Cuts[ProxyHost]):

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +27,8 @@ from typing import Any, Self, TypeVar
 from tests.integration.conftest import REPO_ROOT, free_port
 
 START_TIMEOUT_S = 20.0
+NODE_PORT_LOW = 20000  # nodes' ports are drawn from here to the ephemeral range
+NODE_PORT_TRIES = 100
 # Fast elections for tests: a follower campaigns after 250-500 ms of silence.
 FAST_ELECTIONS = ("--tick-ms", "25", "--election-ticks", "10")
 ELECTION_TIMEOUT_MAX_S = 0.5
@@ -247,10 +251,37 @@ class Cluster:
         return {m.node_id: get_json(m.url + "/v1/cluster") for m in self if m.alive}
 
 
+def node_port() -> int:
+    """A free port of the loopback below the kernel's ephemeral range, for a
+    node started (or restarted) later: the tests' own connections, and the
+    fault suite's proxies dialling nodes not up yet, come from ephemeral
+    ports, and one of those could take a port drawn from that range before
+    its node binds it."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    rng = random.SystemRandom()
+    for _ in range(NODE_PORT_TRIES):
+        port = rng.randrange(NODE_PORT_LOW, max(NODE_PORT_LOW + 1, ephemeral_low))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()  # a crowded range: the ephemeral one, as before
+
+
 def start_cluster(tmp_path: Path, n: int = 3, *extra_args: str, fast: bool = True) -> Cluster:
+    ports: list[int] = []
+    while len(ports) < 2 * n:
+        if (port := node_port()) not in ports:
+            ports.append(port)
     members = []
     for i in range(1, n + 1):
-        members.append(Member(i, free_port(), free_port(), tmp_path / f"node{i}"))
+        members.append(Member(i, ports[2 * i - 2], ports[2 * i - 1], tmp_path / f"node{i}"))
     cluster = Cluster(members, (*FAST_ELECTIONS, *extra_args) if fast else extra_args)
     try:
         for m in members:

@@ -74,6 +74,9 @@ class Lock:
         self.session = session
         self.data = data  # stored in the contender's node (who holds it, say)
         self.prefix = prefix
+        # The names that queue for this lock (a read-write lock's readers
+        # and writers share one queue).
+        self.queue_prefixes: tuple[str, ...] = (prefix,)
         self.grant: Grant | None = None
 
     @property
@@ -88,7 +91,7 @@ class Lock:
         """Wait until this contender holds the lock (``TimeoutError`` after
         ``timeout_s``, its place given up)."""
         if self.grant is not None:
-            raise RuntimeError("this Lock is held already; use one Lock per holder")
+            raise RuntimeError(f"this {type(self).__name__} is held already; use one per holder")
         node, token = await create_contender(
             self.client, self.path, self.prefix, self.data, self.session
         )
@@ -101,6 +104,8 @@ class Lock:
         grant = Grant(node, token)
         self.grant = grant
         self.session.add_listener(self._on_session)
+        if self.session.state is not SessionState.CONNECTED:
+            grant.lost.set()  # suspended while the last read was on its way
         return grant
 
     async def release(self) -> None:
@@ -119,17 +124,22 @@ class Lock:
     ) -> None:
         await self.release()
 
+    def _blocker(self, queue: list[str], at: int) -> str | None:
+        """The node this contender waits for to go (None: it holds the lock):
+        for a mutex, the one just ahead."""
+        return queue[at - 1] if at > 0 else None
+
     async def _wait_turn(self, mine: str) -> None:
         name = mine.rsplit("/", 1)[1]
         while True:
-            queue = ordered(await self.client.get_children(self.path), self.prefix)
-            queue = await drop_strays(self.client, self.session, self.path, queue, name)
+            queue = ordered(await self.client.get_children(self.path), self.queue_prefixes)
             if name not in queue:
                 raise NoNode(f"this contender's node {mine} is gone (its session ended)")
-            at = queue.index(name)
-            if at == 0:
+            queue = await drop_strays(self.client, self.session, self.path, queue, name)
+            blocker = self._blocker(queue, queue.index(name))
+            if blocker is None:
                 return
-            await wait_deleted(self.client, f"{self.path}/{queue[at - 1]}")
+            await wait_deleted(self.client, f"{self.path}/{blocker}")
 
     def _on_session(self, state: SessionState) -> None:
         if state is not SessionState.CONNECTED and self.grant is not None:

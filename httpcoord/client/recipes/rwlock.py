@@ -31,119 +31,25 @@ node went with the session) instead of waiting for ever.
 
 from __future__ import annotations
 
-import asyncio
-from types import TracebackType
-
 from httpcoord.client.aio import Client
-from httpcoord.client.recipes._sequence import (
-    create_contender,
-    drop,
-    drop_strays,
-    ordered,
-    unless_session_ends,
-    wait_deleted,
-)
-from httpcoord.client.recipes.lock import Grant
-from httpcoord.client.session import Session, SessionState
-from httpcoord.errors import NoNode
+from httpcoord.client.recipes.lock import Lock
+from httpcoord.client.session import Session
 
 READ_PREFIX = "read-"
 WRITE_PREFIX = "write-"
 
 
-class _QueueLock:
-    """One holder's place in the lock's queue; the kinds differ only in
-    which node ahead blocks them (``_blocker``)."""
-
-    prefix = ""
-
-    def __init__(self, client: Client, path: str, session: Session, *, data: bytes = b"") -> None:
-        self.client = client
-        self.path = path.rstrip("/") or "/"
-        self.session = session
-        self.data = data  # stored in the contender's node (who holds it, say)
-        self.grant: Grant | None = None
-
-    @property
-    def held(self) -> bool:
-        return (
-            self.grant is not None
-            and not self.grant.lost.is_set()
-            and self.session.state is SessionState.CONNECTED
-        )
-
-    async def acquire(self, timeout_s: float | None = None) -> Grant:
-        """Wait until this contender holds the lock (``TimeoutError`` after
-        ``timeout_s``, its place given up)."""
-        if self.grant is not None:
-            raise RuntimeError(f"this {type(self).__name__} is held already; use one per holder")
-        node, token = await create_contender(
-            self.client, self.path, self.prefix, self.data, self.session
-        )
-        try:
-            async with asyncio.timeout(timeout_s):
-                await unless_session_ends(self.session, self._wait_turn(node))
-        except BaseException:
-            await drop(self.client, self.session, node)
-            raise
-        grant = Grant(node, token)
-        self.grant = grant
-        self.session.add_listener(self._on_session)
-        if self.session.state is not SessionState.CONNECTED:
-            grant.lost.set()  # suspended while the last read was on its way
-        return grant
-
-    async def release(self) -> None:
-        grant, self.grant = self.grant, None
-        if grant is None:
-            return
-        self.session.remove_listener(self._on_session)
-        grant.lost.set()
-        await drop(self.client, self.session, grant.node)
-
-    async def __aenter__(self) -> Grant:
-        return await self.acquire()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.release()
-
-    def _blocker(self, queue: list[str], at: int) -> str | None:
-        raise NotImplementedError
-
-    async def _wait_turn(self, mine: str) -> None:
-        name = mine.rsplit("/", 1)[1]
-        while True:
-            children = await self.client.get_children(self.path)
-            queue = ordered(children, (READ_PREFIX, WRITE_PREFIX))
-            if name not in queue:
-                raise NoNode(f"this contender's node {mine} is gone (its session ended)")
-            queue = await drop_strays(self.client, self.session, self.path, queue, name)
-            blocker = self._blocker(queue, queue.index(name))
-            if blocker is None:
-                return
-            await wait_deleted(self.client, f"{self.path}/{blocker}")
-
-    def _on_session(self, state: SessionState) -> None:
-        if state is not SessionState.CONNECTED and self.grant is not None:
-            self.grant.lost.set()
-
-
-class WriteLock(_QueueLock):
+class WriteLock(Lock):
     """Exclusive: held when no contender of either kind is ahead. Alone (with
     no readers) it is a fair mutex."""
 
-    prefix = WRITE_PREFIX
+    def __init__(self, client: Client, path: str, session: Session, *, data: bytes = b"") -> None:
+        super().__init__(client, path, session, data=data, prefix=WRITE_PREFIX)
+        self.queue_prefixes = (READ_PREFIX, WRITE_PREFIX)
 
-    def _blocker(self, queue: list[str], at: int) -> str | None:
-        return queue[at - 1] if at > 0 else None
 
-
-class ReadLock(_QueueLock):
+class ReadLock(Lock):
     """Shared: held when no writer is ahead (but ``writer``'s own held grant)."""
-
-    prefix = READ_PREFIX
 
     def __init__(
         self,
@@ -154,7 +60,8 @@ class ReadLock(_QueueLock):
         data: bytes = b"",
         writer: WriteLock | None = None,
     ) -> None:
-        super().__init__(client, path, session, data=data)
+        super().__init__(client, path, session, data=data, prefix=READ_PREFIX)
+        self.queue_prefixes = (READ_PREFIX, WRITE_PREFIX)
         self.writer = writer
 
     def _blocker(self, queue: list[str], at: int) -> str | None:
