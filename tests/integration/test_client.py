@@ -26,6 +26,7 @@ from httpcoord.client import (
     OutcomeUnknown,
     Resync,
     RetryPolicy,
+    Session,
     SessionState,
     SetOp,
     SyncClient,
@@ -353,3 +354,19 @@ async def test_a_lock_holders_node_dying_suspends_the_grant_but_keeps_the_lock(
         second = await asyncio.wait_for(waiting, 5)
         assert second.token > grant.token
         await s2.close()
+
+
+async def test_a_lock_passes_on_when_its_holders_session_expires(healed: Cluster) -> None:
+    async with Client(endpoints(healed)) as client:
+        # A session nobody keeps alive: the leader expires it one ttl after
+        # its last sign of life (the lock's create).
+        session_id, ttl_ms = await client.open_session_id(2000)
+        silent = Session(client, session_id, ttl_ms)
+        old = await Lock(client, "/recipes/expires", silent).acquire()
+        async with client.session(10_000) as waiter:
+            started = time.monotonic()
+            new = await asyncio.wait_for(Lock(client, "/recipes/expires", waiter).acquire(), 10)
+            assert time.monotonic() - started >= ttl_ms / 1000 * 0.5
+            assert new.token > old.token
+            with pytest.raises(MultiFailed):
+                await client.multi([old.guard(), SetOp("/recipes/expires", b"stale")])
