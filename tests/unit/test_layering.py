@@ -5,7 +5,8 @@ module (read with ``ast``, so nothing is imported to check it):
   ``watch`` or ``routes``, and no I/O, clock or event loop;
 - ``httpcoord/cluster/raft/`` is the pure consensus core: no asyncio, aiohttp,
   SQLite, sockets, clock or threads, and no httpcoord module outside itself;
-- ``httpcoord/watch/`` imports nothing of ``cluster`` or ``routes``.
+- ``httpcoord/watch/`` imports nothing of ``cluster`` or ``routes``;
+- ``httpcoord/client/`` imports nothing of the server but ``errors``.
 
 Every import counts, wherever it stands (inside a function or an
 ``if TYPE_CHECKING:`` block too): a layer is a design rule, not only a
@@ -71,6 +72,11 @@ RULES = (
         "httpcoord.watch",
         ("httpcoord.cluster", "httpcoord.routes"),
         why="watches are fed by the node, they do not reach into it or the HTTP edge",
+    ),
+    Rule(
+        "httpcoord.client",
+        ("httpcoord.cluster", "httpcoord.routes", "httpcoord.tree", "httpcoord.watch"),
+        why="the client speaks the public HTTP API only (the server's errors are shared)",
     ),
 )
 
