@@ -158,6 +158,12 @@ class Client:
             raise RuntimeError("this client is closed")
         if self._http is None:
             self._http = aiohttp.ClientSession()
+            # aiohttp resends a PUT or DELETE once, silently, when a kept-alive
+            # connection breaks: a write whose outcome is unknown would be
+            # applied twice (or come back BadVersion). Retrying is this
+            # client's decision alone. No public switch exists for this.
+            if hasattr(self._http, "_retry_connection"):
+                self._http._retry_connection = False
         return self._http
 
     @property

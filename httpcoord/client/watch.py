@@ -42,6 +42,8 @@ if TYPE_CHECKING:
 # A stream silent this long is taken for dead and resumed elsewhere: the
 # server sends a keepalive comment every 15 s by default (--sse-keepalive-ms).
 IDLE_TIMEOUT_S = 45.0
+# An event line with data=True: 1 MiB of data as base64 in JSON, and more.
+LINE_BYTES_MAX = 4 * 1024 * 1024
 _EVENT_TYPES = frozenset({"created", "deleted", "data_changed", "children_changed"})
 # Answers after which another node (or the same one later) will do.
 _RETRY = (Unavailable, DiskFull, ZxidNotReached)
@@ -56,19 +58,30 @@ class Frame:
         self.id: str | None = None
 
 
-class LineReader(Protocol):
-    async def readline(self) -> bytes: ...
+class ChunkReader(Protocol):
+    async def readany(self) -> bytes: ...
 
 
-async def frames(content: LineReader) -> AsyncIterator[Frame]:
-    """Server-Sent Events frames, as the SSE spec reads them (comments and
-    ``retry:`` skipped)."""
+async def lines(content: ChunkReader, line_bytes_max: int = LINE_BYTES_MAX) -> AsyncIterator[bytes]:
+    """The stream's lines, each without its end. aiohttp's own readline
+    refuses lines over 512 KiB; an event with ``data=True`` can be longer."""
+    buffer = b""
+    while chunk := await content.readany():
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            yield line.removesuffix(b"\r")
+        if len(buffer) > line_bytes_max:
+            raise ValueError(f"an SSE line longer than {line_bytes_max} bytes")
+    # A last line with no end is a frame cut off: dropped.
+
+
+async def frames(content: AsyncIterator[bytes]) -> AsyncIterator[Frame]:
+    """Server-Sent Events frames from the stream's lines, as the SSE spec
+    reads them (comments and ``retry:`` skipped)."""
     frame = Frame()
-    while True:
-        raw = await content.readline()
-        if not raw:
-            return  # the stream ended
-        line = raw.decode().rstrip("\r\n")
+    async for raw in content:
+        line = raw.decode()
         if not line:
             if frame.data or frame.id is not None:
                 yield frame
@@ -125,19 +138,21 @@ async def watch(
                         raise error
                     raise _Retry
                 failures = 0
-                async for frame in frames(resp.content):
+                async for frame in frames(lines(resp.content)):
                     if frame.event in _EVENT_TYPES and frame.data:
                         txn.append(Event.from_json(orjson.loads("\n".join(frame.data))))
                     if frame.event == "overflow":
                         break  # cut off as a slow reader: resume from `last`
                     if frame.id is not None and frame.id.isdigit():
                         zxid = int(frame.id)
-                        for event in txn:
-                            yield event
-                        txn = []
-                        last = zxid if last is None else max(last, zxid)
+                        # Before the events go out: a read their consumer
+                        # makes must not be older than them.
                         client.note_zxid(zxid)
-        except (_Retry, aiohttp.ClientError, TimeoutError, OSError):
+                        last = zxid if last is None else max(last, zxid)
+                        events, txn = txn, []
+                        for event in events:
+                            yield event
+        except (_Retry, aiohttp.ClientError, TimeoutError, OSError, ValueError):
             failures += 1
             client.next_endpoint()
             if failures >= len(client.endpoints):

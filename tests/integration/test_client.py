@@ -370,3 +370,31 @@ async def test_a_lock_passes_on_when_its_holders_session_expires(healed: Cluster
             assert new.token > old.token
             with pytest.raises(MultiFailed):
                 await client.multi([old.guard(), SetOp("/recipes/expires", b"stale")])
+
+
+async def test_a_write_cut_off_is_sent_once_never_resent_behind_the_callers_back() -> None:
+    # aiohttp itself resends a PUT or DELETE once when a kept-alive
+    # connection breaks; a write whose outcome is unknown must reach the
+    # server once, and the caller must be told OutcomeUnknown.
+    received: list[bytes] = []
+
+    async def answer_then_cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        writer.transport.abort()
+
+    server = await asyncio.start_server(answer_then_cut, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Client(f"127.0.0.1:{port}") as client:
+            for write in (
+                client.set("/x", b"1", version=3),
+                client.delete("/x", version=0),
+                client.create("/x", b"1"),
+            ):
+                received.clear()
+                with pytest.raises(OutcomeUnknown):
+                    await write
+                assert len(received) == 1, received
+    finally:
+        server.close()
+        await server.wait_closed()

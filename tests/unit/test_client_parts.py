@@ -11,7 +11,7 @@ import pytest
 from httpcoord.client.aio import RetryPolicy, parse_endpoints
 from httpcoord.client.errors import error_from_problem
 from httpcoord.client.models import CreateOp, Stat, decode_data, encode_data
-from httpcoord.client.watch import frames
+from httpcoord.client.watch import frames, lines
 from httpcoord.errors import ALL_ERRORS, BadVersion, CoordError, MultiFailed, NoNode
 
 
@@ -65,22 +65,33 @@ def test_a_stat_reads_every_field() -> None:
     assert Stat.from_json(fields).ephemeral
 
 
-class Lines:
-    def __init__(self, raw: bytes) -> None:
-        self.lines = raw.splitlines(keepends=True)
+class Chunks:
+    def __init__(self, raw: bytes, size: int) -> None:
+        self.chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
 
-    async def readline(self) -> bytes:
-        return self.lines.pop(0) if self.lines else b""
+    async def readany(self) -> bytes:
+        return self.chunks.pop(0) if self.chunks else b""
 
 
-async def test_sse_frames_are_parsed_as_the_spec_reads_them() -> None:
-    stream = Lines(
-        b'retry: 1000\nid: 41\n\n: keepalive\n\nevent: created\ndata: {"a":1}\n\n'
-        b'event: children_changed\nid: 42\ndata: {"b":2}\r\n\r\nevent: cut off\n'
-    )
-    got = [(f.event, f.data, f.id) async for f in frames(stream)]
+SSE = (
+    b'retry: 1000\nid: 41\n\n: keepalive\n\nevent: created\ndata: {"a":1}\n\n'
+    b'event: children_changed\nid: 42\ndata: {"b":2}\r\n\r\nevent: cut off\n'
+)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, len(SSE)])
+async def test_sse_frames_are_parsed_as_the_spec_reads_them(chunk_bytes: int) -> None:
+    got = [(f.event, f.data, f.id) async for f in frames(lines(Chunks(SSE, chunk_bytes)))]
     assert got == [
         ("message", [], "41"),
         ("created", ['{"a":1}'], None),
         ("children_changed", ['{"b":2}'], "42"),
     ]  # a frame the stream ended in the middle of is not handed out
+
+
+async def test_sse_lines_may_be_longer_than_aiohttps_readline_takes() -> None:
+    big = b"data: " + b"x" * (3 << 20) + b"\n\n"
+    got = [line async for line in lines(Chunks(big, 1 << 16))]
+    assert got == [big[:-2], b""]
+    with pytest.raises(ValueError):
+        [line async for line in lines(Chunks(big, 1 << 16), line_bytes_max=1 << 20)]
