@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -403,8 +404,9 @@ class Client:
         """Open a session that keeps itself alive until ``close()``."""
         from httpcoord.client.session import Session
 
+        opened_at = time.monotonic()
         session_id, granted = await self.open_session_id(ttl_ms)
-        session = Session(self, session_id, granted)
+        session = Session(self, session_id, granted, opened_at=opened_at)
         session.start()
         return session
 

@@ -65,6 +65,7 @@ class Session:
         session_id: str,
         ttl_ms: int,
         *,
+        opened_at: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -72,7 +73,9 @@ class Session:
         self.ttl_ms = ttl_ms
         self.state = SessionState.CONNECTED
         self._clock = clock
-        self._last_ack_s = clock()  # the open itself was acknowledged
+        # The open counts as the first heartbeat, from when it was sent (the
+        # server may have started the ttl any time after that).
+        self._last_ack_s = clock() if opened_at is None else opened_at
         self._listeners: list[Listener] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -115,8 +118,7 @@ class Session:
         self.client.live_sessions.discard(self)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait([self._task])  # a cancel of our caller still reaches it
             self._task = None
         if self.state is not SessionState.LOST and self.state is not SessionState.CLOSED:
             try:
@@ -164,18 +166,19 @@ class Session:
             sent_at = self._clock()
             left_s = self.ttl_ms / 1000 - (sent_at - self._last_ack_s)
             try:
-                # Retried over the endpoints, but never past the local expiry.
-                async with asyncio.timeout(max(left_s, 0.01)):
+                # Retried over the endpoints, for ttl/3 at most: a heartbeat
+                # not acknowledged by then makes the session SUSPENDED.
+                async with asyncio.timeout(max(min(left_s, self.interval_s), 0.01)):
                     await self.client.heartbeat(self.id)
             except SessionExpired:
                 self._set(SessionState.LOST)
                 return
-            except TimeoutError:
-                continue
-            except CoordError:
-                # No endpoint took it for now: try again shortly (the loop
+            except (TimeoutError, CoordError):
+                # No endpoint took it: suspended; try again (the loop
                 # declares the session lost once a ttl has passed).
-                await asyncio.sleep(min(self.interval_s, 0.5))
+                self._set(SessionState.SUSPENDED)
+                if self._clock() - sent_at < self.interval_s:
+                    await asyncio.sleep(min(self.interval_s, 0.5))
                 continue
             self._acked(sent_at)
             if not socket_ok[self.client.endpoint]:
