@@ -201,11 +201,14 @@ class Client:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         read: bool = False,
+        idempotent: bool = False,
         op_count: int = 0,
     ) -> Answer:
         """Send one request with failover. ``url`` is the path and is sent
         as it is (percent-encode it first). ``read`` marks a request that
-        changes nothing, so that any failure may be retried."""
+        changes nothing, so that any failure may be retried; ``idempotent``
+        a write that may be applied twice with the effect of once (an
+        upsert), retried after a broken connection too."""
         last_error: CoordError | None = None
         tried_in_round = 0
         round_no = 0
@@ -228,7 +231,7 @@ class Client:
             except aiohttp.ClientConnectorError as exc:
                 last_error = Unavailable(f"cannot connect to {base}: {exc}", endpoint=base)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                if not read:
+                if not (read or idempotent):
                     raise OutcomeUnknown(
                         f"the connection to {base} failed after the write was sent"
                         f" ({type(exc).__name__}): it may or may not have been applied",
@@ -320,7 +323,11 @@ class Client:
         """Without ``version`` an upsert; with it ZooKeeper's setData
         (``BadVersion`` if the node's version differs)."""
         params = {"version": str(version)} if version is not None else None
-        answer = await self.request("PUT", self._node(path), params=params, body=data)
+        # An upsert applied twice leaves what it leaves once: retried after a
+        # broken connection (as after a node's death on a kept-alive one).
+        answer = await self.request(
+            "PUT", self._node(path), params=params, body=data, idempotent=version is None
+        )
         return _write_result(answer.json())
 
     async def delete(

@@ -14,6 +14,7 @@ whatever the caller's thread is doing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,10 +69,20 @@ class SyncClient:
         self._loop.close()
 
     def _run(self, coro: Awaitable[T]) -> T:
+        if threading.get_ident() == self._thread.ident:
+            # From a listener, say: waiting here would wait for ourselves.
+            raise RuntimeError("a SyncClient cannot be called from its own loop's thread")
+
         async def wrapped() -> T:
             return await coro
 
-        return asyncio.run_coroutine_threadsafe(wrapped(), self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(wrapped(), self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed: the call must not run on.
+            future.cancel()
+            raise
 
     @property
     def last_zxid(self) -> int:
@@ -135,7 +146,8 @@ class SyncClient:
                     return
         finally:
             if not self._loop.is_closed():
-                self._run(stream.aclose())
+                with contextlib.suppress(RuntimeError):  # still running: cancelled above
+                    self._run(stream.aclose())
 
 
 class SyncSession:

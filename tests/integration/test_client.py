@@ -114,7 +114,7 @@ async def test_a_write_cut_off_after_it_was_sent_is_outcome_unknown(healed: Clus
         try:
             started = time.monotonic()
             with pytest.raises(OutcomeUnknown):
-                await c.set("/ou/k", b"1")
+                await c.set("/ou/k", b"1", version=0)  # conditional: not retried
             assert time.monotonic() - started < 3  # not retried on the others
             assert c.endpoint == healed[stalled].url
             # A read is safe to retry: it moves on and answers.

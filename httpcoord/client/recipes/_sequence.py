@@ -18,7 +18,7 @@ from typing import TypeVar
 from httpcoord.client.aio import Client
 from httpcoord.client.models import Event, Resync
 from httpcoord.client.session import Session, SessionState
-from httpcoord.errors import NodeExists, NoNode, OutcomeUnknown, SessionExpired
+from httpcoord.errors import CoordError, NodeExists, NoNode, OutcomeUnknown, SessionExpired
 
 T = TypeVar("T")
 
@@ -68,24 +68,61 @@ async def create_contender(
     its path and czxid. A create whose outcome is unknown is looked for by
     its guid before it is tried again."""
     tag = f"{prefix}{secrets.token_hex(8)}-"
-    for _ in range(WRITE_ATTEMPTS_MAX):
-        try:
-            created = await client.create(
-                f"{parent}/{tag}",
-                data,
-                sequential=True,
-                ephemeral=True,
-                parents=True,
-                session=session.id,
-            )
-        except OutcomeUnknown:
-            found = await _find_tagged(client, parent, tag)
-            if found is not None:
-                return found
-            continue
-        assert created.stat is not None
-        return created.path, created.stat.czxid
-    raise OutcomeUnknown(f"creating a contender under {parent}: no outcome known")
+    try:
+        for _ in range(WRITE_ATTEMPTS_MAX):
+            try:
+                created = await client.create(
+                    f"{parent}/{tag}",
+                    data,
+                    sequential=True,
+                    ephemeral=True,
+                    parents=True,
+                    session=session.id,
+                )
+            except OutcomeUnknown:
+                # The lost create may yet be applied after a retry: the tag
+                # is dropped whole when this contender leaves.
+                _UNSURE_TAGS.add(tag)
+                found = await _find_tagged(client, parent, tag)
+                if found is not None:
+                    return found
+                continue
+            assert created.stat is not None
+            return created.path, created.stat.czxid
+        raise OutcomeUnknown(f"creating a contender under {parent}: no outcome known")
+    except BaseException:
+        # Cancelled or failed with a create perhaps applied: leave no node
+        # that would block the queue for as long as the session lives.
+        await asyncio.shield(drop_tag(client, session, parent, tag))
+        raise
+
+
+# Tags whose create had an unknown outcome: a copy may land late, so leaving
+# drops every node of the tag, not just the one this contender holds.
+_UNSURE_TAGS: set[str] = set()
+
+
+async def leave(client: Client, session: Session, node: str) -> None:
+    """A contender leaves: its node goes, and any late copy of it."""
+    await drop(client, session, node)
+    parent, name = node.rsplit("/", 1)
+    tag = name[:-SEQUENCE_DIGITS]
+    if tag in _UNSURE_TAGS:
+        await drop_tag(client, session, parent or "/", tag)
+
+
+async def drop_tag(client: Client, session: Session, parent: str, tag: str) -> None:
+    """Delete every node of a contender (its tag), as the leader sees them."""
+    _UNSURE_TAGS.discard(tag)
+    if not session.alive:
+        return  # they went, or go, with the session
+    try:
+        listing = await client.get(parent, children=True, consistency="linearizable")
+    except (NoNode, CoordError):
+        return
+    for name in listing.children or []:
+        if name.startswith(tag):
+            await drop(client, session, f"{parent}/{name}")
 
 
 async def create_ephemeral(client: Client, path: str, data: bytes, session: Session) -> None:

@@ -41,7 +41,7 @@ from typing import Literal, Self
 
 from httpcoord.client.aio import Client
 from httpcoord.client.models import Event, Node, Resync
-from httpcoord.errors import BadArguments, CoordError, NoNode, Unavailable
+from httpcoord.errors import BadArguments, NoNode, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +124,9 @@ class _Follower:
                     self._apply(item)
                     self.zxid = max(self.zxid, item.zxid)
                 self._progress.set()
-        except CoordError as exc:
+        except Exception as exc:  # noqa: BLE001 (whatever stops it is kept and raised)
             # Kept for wait_zxid to raise: a cache must not go stale silently.
-            log.warning("cache of %s stopped following: %s", self.path, exc)
+            log.warning("cache of %s stopped following: %r", self.path, exc)
             self.error = exc
             self._progress.set()
 

@@ -31,8 +31,8 @@ from httpcoord.client.aio import Client
 from httpcoord.client.models import CheckOp
 from httpcoord.client.recipes._sequence import (
     create_contender,
-    drop,
     drop_strays,
+    leave,
     ordered,
     unless_session_ends,
     wait_deleted,
@@ -99,7 +99,7 @@ class Lock:
             async with asyncio.timeout(timeout_s):
                 await unless_session_ends(self.session, self._wait_turn(node))
         except BaseException:
-            await drop(self.client, self.session, node)
+            await asyncio.shield(leave(self.client, self.session, node))
             raise
         grant = Grant(node, token)
         self.grant = grant
@@ -114,7 +114,7 @@ class Lock:
             return
         self.session.remove_listener(self._on_session)
         grant.lost.set()
-        await drop(self.client, self.session, grant.node)
+        await leave(self.client, self.session, grant.node)
 
     async def __aenter__(self) -> Grant:
         return await self.acquire()

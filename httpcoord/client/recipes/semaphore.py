@@ -31,8 +31,8 @@ from contextlib import asynccontextmanager
 from httpcoord.client.aio import Client
 from httpcoord.client.recipes._sequence import (
     create_contender,
-    drop,
     drop_strays,
+    leave,
     ordered,
     unless_session_ends,
 )
@@ -86,7 +86,7 @@ class Semaphore:
                 await unless_session_ends(self.session, self._wait_for_room(lease.node))
         except BaseException:
             if lease is not None:
-                await drop(self.client, self.session, lease.node)
+                await asyncio.shield(leave(self.client, self.session, lease.node))
             raise
         finally:
             await mutex.release()
@@ -104,7 +104,7 @@ class Semaphore:
         if not self.leases:
             self.session.remove_listener(self._on_session)
         lease.lost.set()
-        await drop(self.client, self.session, lease.node)
+        await leave(self.client, self.session, lease.node)
 
     @asynccontextmanager
     async def lease(self, timeout_s: float | None = None) -> AsyncIterator[Lease]:
