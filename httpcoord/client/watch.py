@@ -34,7 +34,14 @@ import orjson
 
 from httpcoord.client.errors import error_from_problem
 from httpcoord.client.models import Event, Node, Resync
-from httpcoord.errors import Compacted, DiskFull, NoNode, Unavailable, ZxidNotReached
+from httpcoord.errors import (
+    Compacted,
+    DiskFull,
+    NoNode,
+    TooManyRequests,
+    Unavailable,
+    ZxidNotReached,
+)
 
 if TYPE_CHECKING:
     from httpcoord.client.aio import Client
@@ -45,8 +52,9 @@ IDLE_TIMEOUT_S = 45.0
 # An event line with data=True: 1 MiB of data as base64 in JSON, and more.
 LINE_BYTES_MAX = 4 * 1024 * 1024
 _EVENT_TYPES = frozenset({"created", "deleted", "data_changed", "children_changed"})
-# Answers after which another node (or the same one later) will do.
-_RETRY = (Unavailable, DiskFull, ZxidNotReached)
+# Answers after which another node (or the same one later) will do; 429 is
+# this client address's watch limit, which frees as its other watches end.
+_RETRY = (Unavailable, DiskFull, ZxidNotReached, TooManyRequests)
 
 
 class Frame:
@@ -152,7 +160,8 @@ async def watch(
                         events, txn = txn, []
                         for event in events:
                             yield event
-        except (_Retry, aiohttp.ClientError, TimeoutError, OSError, ValueError):
+        except (_Retry, aiohttp.ClientError, TimeoutError, OSError, ValueError, *_RETRY):
+            # (a read of the resync failing as a node goes counts too)
             failures += 1
             client.next_endpoint()
             if failures >= len(client.endpoints):

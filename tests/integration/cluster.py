@@ -193,6 +193,22 @@ class Cluster:
                     os.kill(m.pid, signal.SIGKILL)
                     m.proc.wait(10)
 
+    def heal(self) -> None:
+        """Start every member that is down, and wait until all answer."""
+        for m in self:
+            if not m.alive:
+                self.start(m.node_id)
+        self.wait_ready()
+
+    def urls(self, first: int | None = None) -> list[str]:
+        """Every member's client URL, ``first``'s first (a client made with
+        ``shuffle=False`` starts there)."""
+        urls = [m.url for m in self]
+        if first is not None:
+            urls.remove(self[first].url)
+            urls.insert(0, self[first].url)
+        return urls
+
     def wait_ready(self, ids: list[int] | None = None, timeout: float = START_TIMEOUT_S) -> None:
         ids = ids or list(self.members)
         deadline = time.monotonic() + timeout

@@ -49,20 +49,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def healed(cluster: Cluster) -> Iterator[Cluster]:
     """The module's cluster, every member up again after the test."""
     yield cluster
-    for m in cluster:
-        if not m.alive:
-            cluster.start(m.node_id)
-    cluster.wait_ready()
+    cluster.heal()
 
 
 def endpoints(cluster: Cluster, first: int | None = None) -> list[str]:
-    """Every member's URL, ``first``'s first (a client made with
-    ``shuffle=False`` starts there)."""
-    urls = [m.url for m in cluster]
-    if first is not None:
-        urls.remove(cluster[first].url)
-        urls.insert(0, cluster[first].url)
-    return urls
+    return cluster.urls(first)
 
 
 def follower(cluster: Cluster) -> int:

@@ -235,7 +235,9 @@ class LockingQueue:
 
     async def _claimed_already(self, name: str) -> Item | None:
         try:
-            claim = await self.client.get(_join(self.taken, name))
+            # Linearizable: a claim committed but not yet applied on this
+            # node must not be taken for no claim.
+            claim = await self.client.get(_join(self.taken, name), consistency="linearizable")
             node = await self.client.get(_join(self.entries, name))
         except NoNode:
             return None
