@@ -123,6 +123,7 @@ class Client:
         rng: random.Random | None = None,
     ) -> None:
         self.endpoints = parse_endpoints(endpoints)
+        self.request_timeout_s = request_timeout_s
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self.retry = retry or RetryPolicy()
         self.rng = rng or random.Random()
@@ -168,21 +169,21 @@ class Client:
         return self._http
 
     @property
-    def request_timeout_s(self) -> float:
-        assert self._timeout.total is not None
-        return self._timeout.total
-
-    @request_timeout_s.setter
-    def request_timeout_s(self, seconds: float) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=seconds)
-
-    @property
     def endpoint(self) -> str:
         return self.endpoints[self._current]
 
     def next_endpoint(self) -> str:
         self._current = (self._current + 1) % len(self.endpoints)
         return self.endpoint
+
+    async def fail_over(self, failures: int) -> None:
+        """After the ``failures``-th failure in a row: move to the next
+        endpoint, and once every endpoint has failed again, pause (the
+        retry policy's backoff, longer each round)."""
+        self.next_endpoint()
+        rounds, rest = divmod(failures, len(self.endpoints))
+        if rest == 0:
+            await asyncio.sleep(self.retry.pause_s(rounds - 1, self.rng))
 
     def note_zxid(self, zxid: int) -> None:
         self.last_zxid = max(self.last_zxid, zxid)
@@ -210,9 +211,7 @@ class Client:
         a write that may be applied twice with the effect of once (an
         upsert), retried after a broken connection too."""
         last_error: CoordError | None = None
-        tried_in_round = 0
-        round_no = 0
-        for _ in range(max(1, self.retry.attempts)):
+        for attempt in range(1, max(1, self.retry.attempts) + 1):
             base = self.endpoint
             target = URL(base + url, encoded=True)  # encoded once, by the caller
             sent_headers = dict(headers or {})
@@ -249,12 +248,7 @@ class Client:
                 if not retry:
                     raise error
                 last_error = error
-            self.next_endpoint()
-            tried_in_round += 1
-            if tried_in_round >= len(self.endpoints):
-                tried_in_round = 0
-                await asyncio.sleep(self.retry.pause_s(round_no, self.rng))
-                round_no += 1
+            await self.fail_over(attempt)
         assert last_error is not None
         raise last_error
 

@@ -24,7 +24,6 @@ an error it cannot get past (a bad path, say) is raised.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote
@@ -142,9 +141,7 @@ async def watch(
                         last = resync.zxid
                         yield resync
                         continue
-                    if not isinstance(error, _RETRY):
-                        raise error
-                    raise _Retry
+                    raise error  # caught below when another node may do better
                 failures = 0
                 async for frame in frames(lines(resp.content)):
                     if frame.event in _EVENT_TYPES and frame.data:
@@ -160,18 +157,10 @@ async def watch(
                         events, txn = txn, []
                         for event in events:
                             yield event
-        except (_Retry, aiohttp.ClientError, TimeoutError, OSError, ValueError, *_RETRY):
-            # (a read of the resync failing as a node goes counts too)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, *_RETRY):
+            # (an answer in _RETRY, or a read of the resync failing as a node goes)
             failures += 1
-            client.next_endpoint()
-            if failures >= len(client.endpoints):
-                await asyncio.sleep(
-                    client.retry.pause_s(failures // len(client.endpoints), client.rng)
-                )
-
-
-class _Retry(Exception):
-    """The node answered with an error another node may not have."""
+            await client.fail_over(failures)
 
 
 async def _resync(client: Client, path: str, recursive: bool) -> Resync:
