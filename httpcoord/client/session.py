@@ -84,6 +84,12 @@ class Session:
         return f"Session({self.id!r}, ttl_ms={self.ttl_ms}, state={self.state.value})"
 
     @property
+    def acknowledged_at(self) -> float:
+        """When (on the client's monotonic clock) the newest acknowledged
+        heartbeat was sent."""
+        return self._last_ack_s
+
+    @property
     def interval_s(self) -> float:
         return self.ttl_ms / 3000
 

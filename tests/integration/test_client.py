@@ -140,7 +140,11 @@ async def test_a_session_lives_through_a_leader_kill(healed: Cluster) -> None:
 async def test_a_session_closed_elsewhere_is_lost_at_once(healed: Cluster) -> None:
     async with Client(endpoints(healed)) as client, Client(endpoints(healed)) as other:
         session = await client.open_session(10_000)
-        await asyncio.sleep(0.5)  # its keepalive socket is open
+        opened = session.acknowledged_at
+        deadline = time.monotonic() + 5
+        while session.acknowledged_at == opened:  # until its keepalive socket has a pong
+            assert time.monotonic() < deadline, "no heartbeat acknowledged"
+            await asyncio.sleep(0.01)
         await other.close_session(session.id)
         started = time.monotonic()
         await asyncio.wait_for(session.wait_for(SessionState.LOST), 3)
@@ -339,8 +343,10 @@ async def test_a_lock_holders_node_dying_suspends_the_grant_but_keeps_the_lock(
         # But its session moves to another node and lives: the lock stays
         # its own, the waiter keeps waiting, and fenced writes still hold.
         await asyncio.wait_for(s1.wait_for(SessionState.CONNECTED), 5)
-        await asyncio.sleep(5)  # more than a ttl
-        assert not waiting.done()
+        deadline = time.monotonic() + 5  # more than a ttl
+        while time.monotonic() < deadline:
+            assert not waiting.done()
+            await asyncio.sleep(0.2)
         await holder.multi([grant.guard(), SetOp("/recipes/node-dies", b"still mine")])
         await s1.close()
         second = await asyncio.wait_for(waiting, 5)

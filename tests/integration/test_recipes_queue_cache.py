@@ -10,6 +10,7 @@ import asyncio
 import os
 import random
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -505,6 +506,7 @@ async def test_caches_started_in_a_burst_never_show_what_their_reads_passed(
     paths = [f"{root}/a{i}" for i in range(3)]
     writers = [Client(endpoints(healed)) for _ in range(3)]
     stop = asyncio.Event()
+    writes = [0]  # attempted so far, by all writers
 
     async def write(i: int) -> None:
         rng = random.Random(100 + i)
@@ -517,6 +519,7 @@ async def test_caches_started_in_a_burst_never_show_what_their_reads_passed(
                     await writers[i].set(path, str(rng.random()).encode())  # an upsert
             except NoNode:
                 pass
+            writes[0] += 1
             await asyncio.sleep(0)
 
     try:
@@ -531,7 +534,10 @@ async def test_caches_started_in_a_burst_never_show_what_their_reads_passed(
             tree = TreeCache(reader, root)
             tree.add_listener(forward)
             async with tree, node_cache:
-                await asyncio.sleep(0.5)
+                # The burst runs on while both caches start and follow.
+                target, deadline = writes[0] + 200, time.monotonic() + WAIT_S
+                while writes[0] < target and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
                 stop.set()
                 await asyncio.gather(*tasks)
                 final = await reader.set(paths[0], b"final")
