@@ -414,10 +414,6 @@ def _when(epoch_ms: int) -> str:
     return moment.isoformat(sep=" ", timespec="milliseconds")
 
 
-def _child(parent: str, name: str) -> str:
-    return f"{parent.rstrip('/')}/{name}"
-
-
 # ---- data in --------------------------------------------------------------------------------
 
 
@@ -490,6 +486,8 @@ async def walk(
 ) -> Walk:
     """Read the subtree at ``root`` level by level, at most ``nodes_max``
     nodes and ``depth_max`` levels below it. NoNode if ``root`` is gone."""
+    from httpcoord.client.models import child_path
+
     first = await client.get(root, children=True)
     nodes = {root: first}
     level = [root]
@@ -497,7 +495,7 @@ async def walk(
     truncated = False
     with _progress(out, None) as advance:
         while level and (depth_max is None or depth < depth_max):
-            below = [_child(p, c) for p in level for c in (nodes[p].children or [])]
+            below = [child_path(p, c) for p in level for c in (nodes[p].children or [])]
             room = nodes_max - len(nodes)
             if len(below) > room:
                 below, truncated = below[:room], True
@@ -774,6 +772,8 @@ def ls(path: str, long_: bool) -> None:
     """
 
     async def body(client: Client, out: Output) -> None:
+        from httpcoord.client.models import child_path
+
         node = await client.get(path, children=True)
         names = node.children or []
         if not long_:
@@ -783,7 +783,7 @@ def ls(path: str, long_: bool) -> None:
                 for name in names:
                     out.line(name)
             return
-        paths = [_child(path, n) for n in names]
+        paths = [child_path(path, n) for n in names]
         with _progress(out, len(paths)) as advance:
             read = await fetch_many(client, paths, children=False, advance=advance)
         rows = [(n, read[p]) for n, p in zip(names, paths, strict=True) if p in read]
@@ -849,8 +849,10 @@ def tree(path: str, depth: int | None, nodes_max: int) -> None:
 
 
 def _tree_doc(path: str, nodes: dict[str, Node]) -> dict[str, Any]:
+    from httpcoord.client.models import child_path
+
     node = nodes[path]
-    children = [_child(path, c) for c in (node.children or [])]
+    children = [child_path(path, c) for c in (node.children or [])]
     return {
         "path": path,
         "stat": _stat_doc(node.stat),
@@ -860,6 +862,8 @@ def _tree_doc(path: str, nodes: dict[str, Node]) -> dict[str, Any]:
 
 def _tree_view(root: str, nodes: dict[str, Node]) -> RenderableType:
     from rich.tree import Tree
+
+    from httpcoord.client.models import child_path
 
     def label(path: str) -> Text:
         from rich.text import Text
@@ -879,7 +883,7 @@ def _tree_view(root: str, nodes: dict[str, Node]) -> RenderableType:
     while pending:
         path, branch = pending.pop()
         for name in nodes[path].children or []:
-            child = _child(path, name)
+            child = child_path(path, name)
             if child in nodes:
                 pending.append((child, branch.add(label(child))))
     return view

@@ -11,6 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 
+def child_path(parent: str, name: str) -> str:
+    """The path of ``parent``'s child ``name`` (the root's children too)."""
+    return f"{parent.rstrip('/')}/{name}"
+
+
 def decode_data(body: dict[str, Any]) -> bytes:
     """The ``data`` of a read or an event, in the encoding it names."""
     data = body.get("data")

@@ -32,7 +32,7 @@ import aiohttp
 import orjson
 
 from httpcoord.client.errors import error_from_problem
-from httpcoord.client.models import Event, Node, Resync
+from httpcoord.client.models import Event, Node, Resync, child_path
 from httpcoord.errors import (
     Compacted,
     DiskFull,
@@ -174,7 +174,7 @@ async def _resync(client: Client, path: str, recursive: bool) -> Resync:
         nodes[path] = None
         return Resync(seen, nodes)
     nodes[path] = first
-    pending = [_child(path, c) for c in (first.children or [])]
+    pending = [child_path(path, c) for c in (first.children or [])]
     while pending:
         child = pending.pop()
         try:
@@ -182,9 +182,5 @@ async def _resync(client: Client, path: str, recursive: bool) -> Resync:
         except NoNode:
             continue  # deleted during the walk: its event comes after the Resync
         nodes[child] = node
-        pending.extend(_child(child, c) for c in (node.children or []))
+        pending.extend(child_path(child, c) for c in (node.children or []))
     return Resync(first.zxid, nodes)
-
-
-def _child(parent: str, name: str) -> str:
-    return f"{parent.rstrip('/')}/{name}"

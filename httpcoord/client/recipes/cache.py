@@ -40,7 +40,7 @@ from types import TracebackType
 from typing import Literal, Self
 
 from httpcoord.client.aio import Client
-from httpcoord.client.models import Event, Node, Resync
+from httpcoord.client.models import Event, Node, Resync, child_path
 from httpcoord.errors import BadArguments, NoNode, Unavailable
 
 log = logging.getLogger(__name__)
@@ -283,7 +283,7 @@ class TreeCache(_Follower):
                 absent[path] = at
                 continue
             nodes[path] = replace(node, children=None)
-            pending.extend(_join(path, name) for name in node.children or ())
+            pending.extend(child_path(path, name) for name in node.children or ())
         return nodes, absent, low, high
 
     def _read_zxid(self, path: str) -> int:
@@ -378,7 +378,3 @@ def _changed(old: Node | None, new: Node | None) -> bool:
 
 def _parent(path: str) -> str:
     return path.rsplit("/", 1)[0] or "/"
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent.rstrip('/')}/{name}"

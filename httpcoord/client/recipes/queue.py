@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from httpcoord.client.aio import Client
-from httpcoord.client.models import CheckOp, CreateOp, DeleteOp, Event, Op, Resync, SetOp
+from httpcoord.client.models import (
+    CheckOp,
+    CreateOp,
+    DeleteOp,
+    Event,
+    Op,
+    Resync,
+    SetOp,
+    child_path,
+)
 from httpcoord.client.recipes._sequence import ordered
 from httpcoord.client.session import Session, SessionState
 from httpcoord.errors import (
@@ -70,7 +79,7 @@ class Queue:
     async def put(self, data: bytes) -> str:
         """Append an item; the path its node got."""
         created = await self.client.create(
-            _join(self.path, self.prefix), data, sequential=True, parents=True
+            child_path(self.path, self.prefix), data, sequential=True, parents=True
         )
         return created.path
 
@@ -81,7 +90,7 @@ class Queue:
     async def poll(self) -> bytes | None:
         """Take the head item, or None when the queue is empty (no waiting)."""
         for name in await _children(self.client, self.path, self.prefix):
-            node_path = _join(self.path, name)
+            node_path = child_path(self.path, name)
             try:
                 data = (await self.client.get(node_path)).data
                 await self.client.delete(node_path)
@@ -122,13 +131,13 @@ class LockingQueue:
         self.path = path.rstrip("/") or "/"
         self.session = session
         self.prefix = prefix
-        self.entries = _join(self.path, "entries")
-        self.taken = _join(self.path, "taken")
+        self.entries = child_path(self.path, "entries")
+        self.taken = child_path(self.path, "taken")
         self._held: dict[str, Item] = {}
 
     async def put(self, data: bytes) -> str:
         created = await self.client.create(
-            _join(self.entries, self.prefix), data, sequential=True, parents=True
+            child_path(self.entries, self.prefix), data, sequential=True, parents=True
         )
         return created.path
 
@@ -182,8 +191,8 @@ class LockingQueue:
         try:
             await self.client.multi(
                 [
-                    DeleteOp(_join(self.entries, item.name), item.version),
-                    DeleteOp(_join(self.taken, item.name)),
+                    DeleteOp(child_path(self.entries, item.name), item.version),
+                    DeleteOp(child_path(self.taken, item.name)),
                 ]
             )
         except MultiFailed as exc:
@@ -198,8 +207,8 @@ class LockingQueue:
         try:
             await self.client.multi(
                 [
-                    CheckOp(_join(self.entries, item.name), item.version),
-                    DeleteOp(_join(self.taken, item.name)),
+                    CheckOp(child_path(self.entries, item.name), item.version),
+                    DeleteOp(child_path(self.taken, item.name)),
                 ]
             )
         except MultiFailed as exc:
@@ -211,14 +220,14 @@ class LockingQueue:
         return len(await _children(self.client, self.entries, self.prefix))
 
     async def _claim(self, name: str) -> Item | None:
-        entry = _join(self.entries, name)
+        entry = child_path(self.entries, name)
         try:
             node = await self.client.get(entry)
         except NoNode:
             return None
         ops: list[Op] = [
             SetOp(entry, node.data, node.stat.version),
-            CreateOp(_join(self.taken, name), ephemeral=True, parents=True),
+            CreateOp(child_path(self.taken, name), ephemeral=True, parents=True),
         ]
         try:
             result = await self.client.multi(ops, session=self.session.id)
@@ -237,8 +246,8 @@ class LockingQueue:
         try:
             # Linearizable: a claim committed but not yet applied on this
             # node must not be taken for no claim.
-            claim = await self.client.get(_join(self.taken, name), consistency="linearizable")
-            node = await self.client.get(_join(self.entries, name))
+            claim = await self.client.get(child_path(self.taken, name), consistency="linearizable")
+            node = await self.client.get(child_path(self.entries, name))
         except NoNode:
             return None
         if claim.stat.ephemeral_owner != self.session.id:
@@ -308,7 +317,7 @@ async def _put_all(client: Client, parent: str, prefix: str, items: Sequence[byt
     if not items:
         return []
     ops: list[Op] = [
-        CreateOp(_join(parent, prefix), data, sequential=True, parents=True) for data in items
+        CreateOp(child_path(parent, prefix), data, sequential=True, parents=True) for data in items
     ]
     result = await client.multi(ops)
     return [r.path for r in result.results]
@@ -319,7 +328,3 @@ async def _children(client: Client, path: str, prefix: str) -> list[str]:
         return ordered(await client.get_children(path), prefix)
     except NoNode:
         return []
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent.rstrip('/')}/{name}"
