@@ -255,6 +255,11 @@ class Node:
         self._applied_waiters = _Waiters()
         self._zxid_waiters = _Waiters()
         self._pending_bytes = 0
+        # Txns this node encoded as leader, by their encoding: applied
+        # without decoding them again. Same bytes, same txn, so a hit is
+        # always right; entries never applied here (leadership lost) are
+        # dropped when it outgrows the proposal queue.
+        self._proposed: dict[bytes, Txn] = {}
         self.sessions = SessionTracker()
         self._sessions_active = False  # this node is the leader and may expire
         self._touched: set[str] = set()  # follower: sessions seen alive since the last ping
@@ -493,6 +498,11 @@ class Node:
 
     async def _propose_here(self, txn: Txn) -> tuple[int, int]:
         """Leader: stamp, encode, queue for the next turn; (index, term)."""
+        return await self._placed(self._place(txn))
+
+    def _place(self, txn: Txn) -> asyncio.Future[tuple[int, int]]:
+        """Leader: stamp and encode ``txn`` and queue it for the next turn;
+        the future gets its (index, term)."""
         core = self.driver.core
         if self._stamp_floor_term != core.term:
             # The first write of this leadership: start above every txn the
@@ -501,22 +511,34 @@ class Node:
             self._stamp_ms = max(self._stamp_ms, self._newest_stamp_in_log())
         stamp = max(self._stamp_ms, self._wall_ms())
         self._stamp_ms = stamp
-        data = encode_txn(Txn(txn.ops, stamp, txn.multi))
-        if self._pending_bytes and self._pending_bytes + len(data) > self.limits.pending_bytes_max:
+        stamped = Txn(txn.ops, stamp, txn.multi)
+        data = encode_txn(stamped)
+        size = len(data)
+        if self._pending_bytes and self._pending_bytes + size > self.limits.pending_bytes_max:
             raise TooManyRequests("too many bytes of writes in flight; retry later")
         try:
             future = self.driver.propose(data)
         except ProposalDropped as exc:
             raise TooManyRequests(f"too many writes in flight; retry later ({exc})") from None
-        self._pending_bytes += len(data)
+        self._pending_bytes += size
+        future.add_done_callback(lambda _: self._unpend(size))
+        proposed = self._proposed
+        if len(proposed) >= self.driver.limits.proposals_max:
+            proposed.clear()
+        proposed[data] = stamped
+        return future
+
+    def _unpend(self, size: int) -> None:
+        self._pending_bytes -= size
+
+    @staticmethod
+    async def _placed(future: asyncio.Future[tuple[int, int]]) -> tuple[int, int]:
         try:
             return await future
         except NotLeader:
             raise Unavailable("leadership changed before the write was logged") from None
         except ProposalDropped as exc:
             raise Unavailable(f"the leader refused the write for now: {exc}") from None
-        finally:
-            self._pending_bytes -= len(data)
 
     async def _outcome(self, index: int, term: int, deadline_ms: int) -> Outcome:
         """Wait until this node has applied ``index``; the outcome of the entry
@@ -557,7 +579,7 @@ class Node:
             outcome: Outcome = None
             events: list[Event] = []
             if e.kind == EntryKind.NORMAL:
-                txn = decode_txn(e.data)
+                txn = self._proposed.pop(e.data, None) or decode_txn(e.data)
                 self._stamp_ms = max(self._stamp_ms, txn.time_ms)
                 try:
                     result, events = tree.apply(txn)
@@ -625,6 +647,7 @@ class Node:
         if soft_state.role is not Role.LEADER:
             self._sessions_active = False
             self.sessions = SessionTracker()
+            self._proposed.clear()
         self._maybe_activate_sessions()
 
     def _newest_stamp_in_log(self) -> int:
@@ -791,17 +814,19 @@ class Node:
                 txns.append(decode_txn(line))
             except TxnDecodeError as exc:
                 raise BadArguments(f"malformed forwarded txn: {exc}") from None
-        placed = await asyncio.gather(
-            *(self._propose_here(t) for t in txns), return_exceptions=True
-        )
+        # Every txn is queued before the first wait: one turn logs them all.
+        placed: list[asyncio.Future[tuple[int, int]] | CoordError] = []
+        for txn in txns:
+            try:
+                placed.append(self._place(txn))
+            except CoordError as exc:
+                placed.append(exc)
         answers: list[tuple[int, int] | CoordError] = []
         for p in placed:
-            if isinstance(p, CoordError):
-                answers.append(p)
-            elif isinstance(p, BaseException):
-                raise p
-            else:
-                answers.append(p)
+            try:
+                answers.append(p if isinstance(p, CoordError) else await self._placed(p))
+            except CoordError as exc:
+                answers.append(exc)
         return encode_answers(answers)
 
     def handle_touch(self, body: bytes) -> bytes:
