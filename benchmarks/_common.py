@@ -230,6 +230,24 @@ def httpcoord_server(workdir: Path) -> Server:
     )
 
 
+def bare_server(workdir: Path, fsync: bool) -> Server:
+    """bare_server.py: aiohttp answering httpcoord's routes from a dict;
+    with ``fsync``, each PUT waits for a group-committed fdatasync."""
+    port = free_port()
+    name = "bare-fsync" if fsync else "bare"
+    argv = [sys.executable, str(HERE / "bare_server.py"), "--listen", f"{HOST}:{port}"]
+    if fsync:
+        argv += ["--fsync", "--data-dir", str(workdir / f"{name}-data")]
+    return Server(
+        name=name,
+        port=port,
+        argv=argv,
+        log_path=workdir / f"{name}.log",
+        ready_path="/health",
+        fsync_metrics=("bare_writes_total", "bare_fsyncs_total"),
+    )
+
+
 # ---- limits and statistics ------------------------------------------------------------
 
 
