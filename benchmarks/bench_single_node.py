@@ -1,28 +1,38 @@
 #!/usr/bin/env python3
-"""Single-node speed: httpcoord against etcd, same workloads, same run.
+"""Single-node speed: httpcoord beside the bare aiohttp server, etcd and
+ZooKeeper, same workloads, same run.
 
-Starts one httpcoord node and one single-member etcd on free 127.0.0.1 ports
-in temporary data dirs, preloads the same keys into both, then drives each
-with wrk (keep-alive connections, a Lua script in benchmarks/lua/) for:
+Starts one server of each system on free 127.0.0.1 ports in temporary data
+dirs, preloads the same keys into each, then drives each in turn:
 
   get   small reads of random preloaded keys
-        httpcoord: GET /v1/nodes/bench/kNNNNN
+        httpcoord, bare, bare-fsync: GET /v1/nodes/bench/kNNNNN
         etcd:      POST /v3/kv/range (the v3 JSON gateway; linearizable, etcd's default)
+        zookeeper: getData
   put   small durable overwrites of random preloaded keys
         httpcoord: PUT /v1/nodes/bench/kNNNNN (answered after the log fsync)
+        bare:      the same PUT answered from a dict (bare_server.py)
+        bare-fsync: the same, answered after a group-committed fdatasync
         etcd:      POST /v3/kv/put
+        zookeeper: setData (forceSync=yes)
 
-For each phase it reports requests/s, p50/p99 latency (wrk's), failures
-(socket errors, timeouts and status >= 400), the server's CPU milliseconds
-per 1,000 operations (utime+stime of the server process from /proc, sampled
-right before and after wrk), and for writes the writes per fsync from each
-server's /metrics. The table goes to stdout, the same figures and every
-individual run to benchmarks/results/single_node-<timestamp>.json.
+The HTTP systems are driven by wrk (keep-alive connections, a Lua script in
+benchmarks/lua/), ZooKeeper by the Java client of _zookeeper.py (one session
+per connection, one request in flight each). For each phase it reports
+requests/s, p50/p99 latency, failures (socket errors, timeouts and status >=
+400), the server's CPU milliseconds per 1,000 operations (utime+stime of the
+server process from /proc, the JVM's for ZooKeeper, sampled at the edges of
+the measured window), and for writes the writes per fsync. Beside each system
+it shows httpcoord's figure divided by that system's, and under the table
+which of issue 14's single-node targets the run met. The table goes to
+stdout, the same figures and every individual run to
+benchmarks/results/single_node-<timestamp>.json.
 
     python benchmarks/bench_single_node.py --duration 10 --connections 64
 
-Needs wrk and etcd (Debian: apt-get install -y wrk etcd-server). Exits 2 when
-they are missing, 1 when any request failed, 0 otherwise.
+Needs wrk; etcd and ZooKeeper (with a JDK) are run when installed (Debian:
+apt-get install -y wrk etcd-server zookeeper default-jdk-headless). Exits 2
+when a named system is missing, 1 when any request failed, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +65,7 @@ from _common import (
     HOST,
     RESULTS_DIR,
     Server,
+    bare_server,
     filesystem_type,
     free_port,
     http_request,
@@ -63,12 +75,31 @@ from _common import (
     prometheus_values,
     save_results,
 )
+from _zookeeper import (
+    ZK_CFG,
+    ZK_JAR,
+    ChildLines,
+    compile_load_client,
+    drive_load,
+    load_client_argv,
+    server_argv,
+    zk_fsync_counters,
+    zk_srvr,
+    zk_version,
+)
 
 HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "lua" / "kv.lua"
-INSTALL_HINT = "apt-get install -y wrk etcd-server etcd-client"
-SYSTEMS = ("httpcoord", "etcd")
+INSTALL_HINT = "apt-get install -y wrk etcd-server etcd-client zookeeper default-jdk-headless"
+SYSTEMS = ("httpcoord", "bare", "bare-fsync", "etcd", "zookeeper")
+OPTIONAL = frozenset({"etcd", "zookeeper"})  # skipped when not installed, unless named
 WORKLOADS = ("get", "put")
+ZK_TICK_MS = 2000  # ZooKeeper's default tickTime
+
+# Issue 14's single-node targets, as httpcoord's figure over the reference's.
+CPU_VS_BARE_MAX = 1.2  # CPU per read vs bare's, CPU per write vs bare-fsync's
+RATE_VS_ZOOKEEPER_MIN = 0.8  # reads/s and writes/s vs ZooKeeper's
+P99_VS_ZOOKEEPER_MAX = 1.0  # p99 no worse than ZooKeeper's
 
 
 # ---- servers ----------------------------------------------------------------------------
@@ -114,6 +145,98 @@ def etcd_server(workdir: Path, etcd: str) -> Server:
     )
 
 
+class ZkStandalone:
+    """One standalone ZooKeeper server (forceSync=yes, as bench_cluster.py
+    runs it) and the Java load client; it offers what ``measure`` needs of a
+    ``Server``."""
+
+    name = "zookeeper"
+
+    def __init__(self, workdir: Path, java: str, javac: str) -> None:
+        self.java, self.javac = java, javac
+        self.port = free_port()
+        data = workdir / "zookeeper-data"
+        data.mkdir(parents=True, exist_ok=True)
+        cfg = workdir / "zookeeper.cfg"
+        cfg.write_text(
+            ZK_CFG.format(tick_ms=ZK_TICK_MS, data=data, client=self.port, host=HOST, servers="")
+        )
+        self.server = Server(
+            name=self.name,
+            port=self.port,
+            argv=server_argv(java, cfg),
+            log_path=workdir / "zookeeper.log",
+            ready_path="",
+            fsync_metrics=("", ""),
+        )
+        self.classes = workdir / "zk-client"
+
+    @property
+    def pid(self) -> int:
+        return self.server.pid
+
+    def start(self) -> None:
+        compile_load_client(self.javac, self.classes)
+        self.server.start()
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            proc = self.server.proc
+            assert proc is not None
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"zookeeper exited with {proc.returncode}:\n{self.server.log_tail()}"
+                )
+            try:
+                mode = zk_srvr(self.port).get("Mode")
+                if mode == "standalone":
+                    return
+                last = f"mode {mode}"
+            except OSError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"zookeeper not ready after {timeout}s ({last})")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def fsync_counters(self) -> tuple[float, float]:
+        return zk_fsync_counters(self.port)
+
+    def client_argv(self, mode: str, **kw: object) -> list[str]:
+        servers = f"{HOST}:{self.port}"
+        return load_client_argv(self.java, self.classes, mode, servers=servers, **kw)
+
+    def preload(self, keys: int, value_bytes: int, timeout: float) -> None:
+        with ChildLines(self.client_argv("preload", keys=keys, value=value_bytes)) as c:
+            line = c.expect("PRELOADED", time.monotonic() + timeout)
+        if "failed=0" not in line:
+            raise RuntimeError(f"zookeeper preload: {line}")
+
+    def run_load(
+        self, workload: str, args: argparse.Namespace, seed: int, on_window: Callable[[str], None]
+    ) -> tuple[dict[str, float], float]:
+        """The client warms up itself, then calls ``on_window`` around the
+        measured window; one session per wrk connection."""
+        argv = self.client_argv(
+            "load",
+            op=workload,
+            clients=args.connections,
+            warmup=args.warmup,
+            duration=args.duration,
+            keys=args.keys,
+            value=args.value_bytes,
+            seed=seed,
+        )
+        limit = time.monotonic() + args.warmup + args.duration + 120
+        return drive_load(argv, limit, on_window)
+
+
+System = Server | ZkStandalone
+
+
 # ---- the keys ---------------------------------------------------------------------------
 
 
@@ -140,7 +263,7 @@ def preload(server: Server, keys: int, value_bytes: int, timeout: float) -> None
         if time.monotonic() > deadline:
             raise TimeoutError(f"preloading {server.name} took over {timeout}s")
         value = f"v{k}-".ljust(value_bytes, "x")
-        if server.name == "httpcoord":
+        if server.name != "etcd":  # httpcoord and the bare servers: the same PUT
             status, body = http_request(
                 server.port, "PUT", f"/v1/nodes/bench/{key_name(k)}", value.encode(), conn=conn()
             )
@@ -168,7 +291,7 @@ def preload(server: Server, keys: int, value_bytes: int, timeout: float) -> None
 def smoke_check(server: Server) -> None:
     """One read through the same URL and body shape the Lua script uses."""
     name = key_name(0)
-    if server.name == "httpcoord":
+    if server.name != "etcd":
         status, body = http_request(server.port, "GET", f"/v1/nodes/bench/{name}")
         ok = status == 200 and json.loads(body).get("path") == f"/bench/{name}"
     else:
@@ -184,6 +307,8 @@ def smoke_check(server: Server) -> None:
 # ---- wrk ------------------------------------------------------------------------------------
 
 WRK_LINE = re.compile(r"^WRK_RESULT (.*)$", re.MULTILINE)
+WRK_FAILURES = ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx")
+ZK_FAILURES = ("errors", "undrained")
 
 
 @dataclass
@@ -202,9 +327,9 @@ class Phase:
     failure_detail: dict[str, int] = field(default_factory=dict)
     server_cpu_ms: float = 0.0
     cpu_ms_per_1k: float = 0.0
-    wrk_cpu_ms: float = 0.0
+    wrk_cpu_ms: float = 0.0  # the load generator's CPU: wrk, or ZooKeeper's Java client
     machine_busy_cores: float = 0.0
-    other_cpu_cores: float = 0.0  # busy time neither the server nor wrk accounts for
+    other_cpu_cores: float = 0.0  # busy time neither the server nor the load accounts for
     writes_per_fsync: float | None = None
     fsyncs: float | None = None
     snapshots: float | None = None  # httpcoord snapshots taken during the phase
@@ -228,7 +353,8 @@ def run_wrk(
         str(LUA_SCRIPT),
         f"http://{HOST}:{server.port}",
         "--",
-        server.name,
+        # The bare servers take httpcoord's requests.
+        "etcd" if server.name == "etcd" else "httpcoord",
         workload,
         str(args.keys),
         str(args.value_bytes),
@@ -252,27 +378,55 @@ def run_wrk(
     return fields, wrk_cpu
 
 
-def snapshots_taken(server: Server) -> float | None:
+def snapshots_taken(server: System) -> float | None:
     if server.name != "httpcoord":
         return None
+    assert isinstance(server, Server)
     name = "httpcoord_snapshots_total"
     return prometheus_values(server.port, (name,))[name]
 
 
-def measure(server: Server, workload: str, rep: int, args: argparse.Namespace) -> Phase:
-    if args.warmup > 0:
-        run_wrk(server, workload, args, args.warmup, seed=1000 + rep)
-    phase = Phase(server.name, workload, rep)
-    counters0 = server.fsync_counters() if workload == "put" else None
-    snaps0 = snapshots_taken(server)
-    cpu0, (busy0, total0) = process_cpu_ticks(server.pid), machine_ticks()
-    fields, wrk_cpu = run_wrk(server, workload, args, args.duration, seed=rep + 1)
-    cpu1, (busy1, total1) = process_cpu_ticks(server.pid), machine_ticks()
-    counters1 = server.fsync_counters() if workload == "put" else None
-    snaps1 = snapshots_taken(server)
-    if snaps0 is not None and snaps1 is not None:
-        phase.snapshots = snaps1 - snaps0
+@dataclass
+class Edge:
+    """What is sampled at one edge of a measured window."""
 
+    cpu: int  # the server's utime+stime ticks
+    busy: int
+    total: int
+    counters: tuple[float, float] | None
+    snapshots: float | None
+
+
+def measure(server: System, workload: str, rep: int, args: argparse.Namespace) -> Phase:
+    edges: dict[str, Edge] = {}
+
+    def on_window(edge: str) -> None:
+        # The metrics requests stay outside the CPU window.
+        if edge == "start":
+            counters = server.fsync_counters() if workload == "put" else None
+            snaps = snapshots_taken(server)
+            busy, total = machine_ticks()
+            edges[edge] = Edge(process_cpu_ticks(server.pid), busy, total, counters, snaps)
+        else:
+            cpu, (busy, total) = process_cpu_ticks(server.pid), machine_ticks()
+            counters = server.fsync_counters() if workload == "put" else None
+            edges[edge] = Edge(cpu, busy, total, counters, snapshots_taken(server))
+
+    if isinstance(server, ZkStandalone):
+        fields, load_cpu_s = server.run_load(workload, args, rep + 1, on_window)
+        failure_keys = ZK_FAILURES
+    else:
+        if args.warmup > 0:
+            run_wrk(server, workload, args, args.warmup, seed=1000 + rep)
+        on_window("start")
+        fields, load_cpu_s = run_wrk(server, workload, args, args.duration, seed=rep + 1)
+        on_window("end")
+        failure_keys = WRK_FAILURES
+    e0, e1 = edges["start"], edges["end"]
+
+    phase = Phase(server.name, workload, rep)
+    if e0.snapshots is not None and e1.snapshots is not None:
+        phase.snapshots = e1.snapshots - e0.snapshots
     phase.requests = int(fields["requests"])
     phase.duration_s = fields["duration_us"] / 1e6
     phase.req_per_s = phase.requests / phase.duration_s if phase.duration_s else 0.0
@@ -280,22 +434,18 @@ def measure(server: Server, workload: str, rep: int, args: argparse.Namespace) -
     phase.p99_ms = fields["p99_us"] / 1000
     phase.mean_ms = fields["mean_us"] / 1000
     phase.max_ms = fields["max_us"] / 1000
-    detail = {
-        k: int(fields[k])
-        for k in ("connect_errors", "read_errors", "write_errors", "timeouts", "non2xx")
-    }
-    phase.failure_detail = detail
-    phase.failures = sum(detail.values())
-    phase.server_cpu_ms = (cpu1 - cpu0) * 1000 / CLK_TCK
+    phase.failure_detail = {k: int(fields[k]) for k in failure_keys}
+    phase.failures = sum(phase.failure_detail.values())
+    phase.server_cpu_ms = (e1.cpu - e0.cpu) * 1000 / CLK_TCK
     phase.cpu_ms_per_1k = phase.server_cpu_ms / phase.requests * 1000 if phase.requests else 0.0
-    phase.wrk_cpu_ms = wrk_cpu * 1000
-    wall_ticks = (total1 - total0) / (os.cpu_count() or 1)
+    phase.wrk_cpu_ms = load_cpu_s * 1000
+    wall_ticks = (e1.total - e0.total) / (os.cpu_count() or 1)
     if wall_ticks > 0:
-        phase.machine_busy_cores = (busy1 - busy0) / wall_ticks
-        accounted = (cpu1 - cpu0) + wrk_cpu * CLK_TCK
-        phase.other_cpu_cores = max(0.0, (busy1 - busy0) - accounted) / wall_ticks
-    if counters0 and counters1:
-        d_entries, d_fsyncs = counters1[0] - counters0[0], counters1[1] - counters0[1]
+        phase.machine_busy_cores = (e1.busy - e0.busy) / wall_ticks
+        accounted = (e1.cpu - e0.cpu) + load_cpu_s * CLK_TCK
+        phase.other_cpu_cores = max(0.0, (e1.busy - e0.busy) - accounted) / wall_ticks
+    if e0.counters and e1.counters:
+        d_entries, d_fsyncs = e1.counters[0] - e0.counters[0], e1.counters[1] - e0.counters[1]
         phase.fsyncs = d_fsyncs
         phase.writes_per_fsync = d_entries / d_fsyncs if d_fsyncs else None
     return phase
@@ -333,41 +483,101 @@ def fmt(v: float | None, spec: str = ".1f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def render_table(summary: dict[str, dict[str, dict[str, Any]]], systems: list[str]) -> str:
-    cols = [
-        ("req/s", "req_per_s", ".0f"),
-        ("p50 ms", "p50_ms", ".2f"),
-        ("p99 ms", "p99_ms", ".2f"),
-        ("CPU-ms/1k", "cpu_ms_per_1k", ".1f"),
-        ("w/fsync", "writes_per_fsync", ".1f"),
-        ("fail", "failures", "d"),
-    ]
-    width = 10
-    block = width * len(cols)
-    both = len(systems) == 2
-    head1 = f"{'':8} |" + " |".join(f"{s:^{block}}" for s in systems)
-    head2 = f"{'workload':8} |" + " |".join(
-        "".join(f"{c[0]:>{width}}" for c in cols) for _ in systems
-    )
-    if both:
-        head1 += f" |{'ratio':>{width}}"
-        head2 += f" |{'CPU/op':>{width}}"
-    lines = [head1, head2, "-" * len(head2)]
+Summary = dict[str, dict[str, dict[str, Any]]]  # workload -> system -> medians
+
+COLUMNS = (
+    ("req/s", "req_per_s", ".0f"),
+    ("p50 ms", "p50_ms", ".2f"),
+    ("p99 ms", "p99_ms", ".2f"),
+    ("CPU-ms/1k", "cpu_ms_per_1k", ".1f"),
+    ("w/fsync", "writes_per_fsync", ".1f"),
+    ("fail", "failures", "d"),
+)
+# httpcoord's figure divided by the row's system's, shown on that row.
+RATIO_COLUMNS = (("req/s", "req_per_s"), ("p99", "p99_ms"), ("CPU/op", "cpu_ms_per_1k"))
+
+
+def ratio(summary: Summary, workload: str, system: str, key: str) -> float | None:
+    per_system = summary.get(workload, {})
+    if "httpcoord" not in per_system or system not in per_system:
+        return None
+    a, b = per_system["httpcoord"][key], per_system[system][key]
+    return a / b if a is not None and b else None
+
+
+def render_table(summary: Summary, systems: list[str]) -> str:
+    w = 10
+    ratios = "httpcoord" in systems and len(systems) > 1
+    head = f"{'workload':8} {'system':10} |" + "".join(f"{c[0]:>{w}}" for c in COLUMNS)
+    if ratios:
+        above = " " * len(head) + f" | {'httpcoord / this':^{w * len(RATIO_COLUMNS)}}"
+        head += " |" + "".join(f"{c[0]:>{w}}" for c in RATIO_COLUMNS)
+    lines = ([above] if ratios else []) + [head, "-" * len(head)]
     for workload, per_system in summary.items():
-        cells = []
         for s in systems:
             m = per_system.get(s)
-            cells.append(
-                " " * block
-                if m is None
-                else "".join(f"{fmt(m[key], spec):>{width}}" for _, key, spec in cols)
+            if m is None:
+                continue
+            row = f"{workload:8} {s:10} |" + "".join(
+                f"{fmt(m[key], spec):>{w}}" for _, key, spec in COLUMNS
             )
-        row = f"{workload:8} |" + " |".join(cells)
-        if both and all(s in per_system for s in systems):
-            a, b = (per_system[s]["cpu_ms_per_1k"] for s in systems)
-            row += f" |{fmt(a / b if b else None, '.2f'):>{width}}"
-        lines.append(row)
+            if ratios:
+                cells = (
+                    "" if s == "httpcoord" else fmt(ratio(summary, workload, s, key), ".2f")
+                    for _, key in RATIO_COLUMNS
+                )
+                row += " |" + "".join(f"{c:>{w}}" for c in cells)
+            lines.append(row)
     return "\n".join(lines)
+
+
+# (what, workload, reference system, figure, "<=" or ">=", bound, unit, format)
+TARGETS = (
+    ("CPU per read", "get", "bare", "cpu_ms_per_1k", "<=", CPU_VS_BARE_MAX, "CPU-ms/1k", ".1f"),
+    (
+        "CPU per write",
+        "put",
+        "bare-fsync",
+        "cpu_ms_per_1k",
+        "<=",
+        CPU_VS_BARE_MAX,
+        "CPU-ms/1k",
+        ".1f",
+    ),
+    ("reads/s", "get", "zookeeper", "req_per_s", ">=", RATE_VS_ZOOKEEPER_MIN, "/s", ".0f"),
+    ("writes/s", "put", "zookeeper", "req_per_s", ">=", RATE_VS_ZOOKEEPER_MIN, "/s", ".0f"),
+    ("read p99", "get", "zookeeper", "p99_ms", "<=", P99_VS_ZOOKEEPER_MAX, "ms", ".2f"),
+    ("write p99", "put", "zookeeper", "p99_ms", "<=", P99_VS_ZOOKEEPER_MAX, "ms", ".2f"),
+)
+
+
+def check_targets(summary: Summary) -> list[dict[str, Any]]:
+    """Issue 14's single-node targets on this run's own figures; a target
+    whose reference system did not run is "not measured"."""
+    out = []
+    for what, workload, ref, key, op, bound, unit, spec in TARGETS:
+        r = ratio(summary, workload, ref, key)
+        if r is None:
+            verdict = "not measured"
+        elif r <= bound if op == "<=" else r >= bound:
+            verdict = "met"
+        else:
+            verdict = "MISSED"
+        per_system = summary.get(workload, {})
+        figures = ""
+        if r is not None:
+            a, b = per_system["httpcoord"][key], per_system[ref][key]
+            figures = f" ({r:.2f}: {a:{spec}} vs {b:{spec}} {unit})"
+        out.append(
+            {
+                "target": f"{what} {op} {bound:g}x {ref}'s",
+                "ratio": r,
+                "bound": bound,
+                "verdict": verdict,
+                "line": f"{what} {op} {bound:g}x {ref}'s: {verdict}{figures}",
+            }
+        )
+    return out
 
 
 # ---- main ---------------------------------------------------------------------------------------
@@ -384,7 +594,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2.0,
         help="seconds of unmeasured load before each phase (0: none)",
     )
-    p.add_argument("--connections", type=int, default=64, help="wrk keep-alive connections")
+    p.add_argument(
+        "--connections",
+        type=int,
+        default=64,
+        help="wrk keep-alive connections (ZooKeeper: sessions)",
+    )
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--keys", type=int, default=1000, help="keys preloaded and addressed")
     p.add_argument("--value-bytes", type=int, default=32, help="bytes of each PUT value")
@@ -394,7 +609,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="runs of every phase (interleaved); the table shows medians",
     )
-    p.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of httpcoord,etcd")
+    p.add_argument(
+        "--systems",
+        default=None,
+        help=f"comma list of {','.join(SYSTEMS)} (default: all; etcd and zookeeper "
+        "only when installed)",
+    )
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of get,put")
     p.add_argument(
         "--request-timeout", type=float, default=5.0, help="wrk's per-request timeout, s"
@@ -414,7 +634,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="after the table, keep the servers up this many seconds (for profiling)",
     )
     args = p.parse_args(argv)
-    args.systems = [s for s in args.systems.split(",") if s]
+    args.systems_named = args.systems is not None
+    args.systems = [s for s in (args.systems or ",".join(SYSTEMS)).split(",") if s]
     args.workloads = [w for w in args.workloads.split(",") if w]
     if not set(args.systems) <= set(SYSTEMS) or not set(args.workloads) <= set(WORKLOADS):
         p.error(f"--systems from {SYSTEMS}, --workloads from {WORKLOADS}")
@@ -427,16 +648,46 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)  # so the finally block stops the servers
 
 
+def find_tools(args: argparse.Namespace) -> list[str]:
+    """Set the tools' paths on ``args``; drop an optional system that is not
+    installed (with a printed line) unless it was named; return what is
+    missing for the systems that must run."""
+    args.wrk = shutil.which("wrk")
+    args.etcd = shutil.which("etcd")
+    args.java = shutil.which("java")
+    args.javac = shutil.which("javac")
+    zk_jar = str(ZK_JAR) if ZK_JAR.is_file() else None
+    needs: dict[str, list[tuple[str, str | None]]] = {
+        "etcd": [("etcd", args.etcd), ("wrk", args.wrk)],
+        "zookeeper": [("java", args.java), ("javac", args.javac), (str(ZK_JAR), zk_jar)],
+    }
+    missing: list[str] = []
+    for name in list(args.systems):
+        lacking = [tool for tool, path in needs.get(name, [("wrk", args.wrk)]) if path is None]
+        if not lacking:
+            continue
+        if name in OPTIONAL and not args.systems_named:
+            print(f"# skipping {name}: {', '.join(lacking)} not installed", flush=True)
+            args.systems.remove(name)
+        else:
+            missing += [t for t in lacking if t not in missing]
+    return missing
+
+
+def make_system(name: str, workdir: Path, args: argparse.Namespace) -> System:
+    if name == "httpcoord":
+        return httpcoord_server(workdir)
+    if name in ("bare", "bare-fsync"):
+        return bare_server(workdir, fsync=name == "bare-fsync")
+    if name == "etcd":
+        return etcd_server(workdir, args.etcd)
+    return ZkStandalone(workdir, args.java, args.javac)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    args.wrk = shutil.which("wrk")
-    etcd = shutil.which("etcd")
-    missing = [
-        n
-        for n, path in (("wrk", args.wrk), ("etcd", etcd))
-        if path is None and (n == "wrk" or "etcd" in args.systems)
-    ]
+    missing = find_tools(args)
     if missing:
         print(f"missing: {', '.join(missing)}. Install with:\n  {INSTALL_HINT}", file=sys.stderr)
         return 2
@@ -452,33 +703,35 @@ def main(argv: list[str] | None = None) -> int:
             "mean little. Pass --tmp-dir on a real disk.",
             file=sys.stderr,
         )
-    servers: dict[str, Server] = {}
-    if "httpcoord" in args.systems:
-        servers["httpcoord"] = httpcoord_server(workdir)
-    if "etcd" in args.systems:
-        assert etcd is not None
-        servers["etcd"] = etcd_server(workdir, etcd)
+    servers = {name: make_system(name, workdir, args) for name in args.systems}
 
     phases: list[Phase] = []
     started = dt.datetime.now(dt.UTC)
+    load_before = os.getloadavg()
     try:
         for s in servers.values():
             s.start()
         for s in servers.values():
-            s.wait_ready(timeout=30)
+            s.wait_ready(timeout=60)
         for s in servers.values():
             t0 = time.monotonic()
-            preload(s, args.keys, args.value_bytes, timeout=120)
-            smoke_check(s)
+            if isinstance(s, ZkStandalone):
+                s.preload(args.keys, args.value_bytes, timeout=120)
+                note = f" (ZooKeeper {zk_version(s.port)})"
+            else:
+                preload(s, args.keys, args.value_bytes, timeout=120)
+                smoke_check(s)
+                note = ""
             print(
                 f"# {s.name}: pid {s.pid}, port {s.port}, preloaded {args.keys} keys "
-                f"in {time.monotonic() - t0:.1f}s",
+                f"in {time.monotonic() - t0:.1f}s{note}",
                 flush=True,
             )
         print(
             f"# data dirs on {fstype}; wrk -t{args.threads} -c{args.connections} "
             f"-d{args.duration:g}s (+{args.warmup:g}s warmup), {args.keys} keys, "
-            f"{args.value_bytes}-byte values, {os.cpu_count()} CPUs",
+            f"{args.value_bytes}-byte values, {os.cpu_count()} CPUs, load average "
+            f"{load_before[0]:.2f}",
             flush=True,
         )
         for rep in range(args.repeat):
@@ -487,12 +740,12 @@ def main(argv: list[str] | None = None) -> int:
                     ph = measure(servers[name], workload, rep, args)
                     phases.append(ph)
                     print(
-                        f"# run {rep + 1} {workload:3} {name:9} {ph.req_per_s:8.0f} req/s "
+                        f"# run {rep + 1} {workload:3} {name:10} {ph.req_per_s:8.0f} req/s "
                         f"p50 {ph.p50_ms:6.2f} p99 {ph.p99_ms:7.2f} ms  "
                         f"cpu {ph.cpu_ms_per_1k:6.1f} ms/1k  "
                         f"w/fsync {fmt(ph.writes_per_fsync):>5}  fail {ph.failures}  "
                         f"snap {fmt(ph.snapshots, '.0f')}  "
-                        f"[machine busy {ph.machine_busy_cores:.2f} cores, wrk "
+                        f"[machine busy {ph.machine_busy_cores:.2f} cores, load "
                         f"{ph.wrk_cpu_ms / 1000 / ph.duration_s if ph.duration_s else 0:.2f}, "
                         f"other {ph.other_cpu_cores:.2f}]",
                         flush=True,
@@ -511,8 +764,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"# kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    load_after = os.getloadavg()
 
-    summary: dict[str, dict[str, dict[str, Any]]] = {}
+    summary: Summary = {}
     for workload in args.workloads:
         summary[workload] = {}
         for name in args.systems:
@@ -521,24 +775,34 @@ def main(argv: list[str] | None = None) -> int:
                 summary[workload][name] = median_phase(runs)
     print()
     print(render_table(summary, args.systems))
-    if len(args.systems) == 2:
-        print("ratio = httpcoord CPU-ms per op / etcd CPU-ms per op (below 1: httpcoord cheaper)")
+    print(
+        "httpcoord / this: httpcoord's figure divided by this system's (for req/s above 1 "
+        "is better, for p99 and CPU/op below 1); load = the load generator's cores"
+    )
+    print(f"load average at start {load_before[0]:.2f}, at end {load_after[0]:.2f}")
     if args.repeat > 1:
         for workload, per_system in summary.items():
             for name, m in per_system.items():
                 lo, hi = m["req_per_s_range"]
                 clo, chi = m["cpu_ms_per_1k_range"]
                 print(
-                    f"  {workload:3} {name:9} over {m['runs']} runs: req/s {lo:.0f}..{hi:.0f}, "
+                    f"  {workload:3} {name:10} over {m['runs']} runs: req/s {lo:.0f}..{hi:.0f}, "
                     f"CPU-ms/1k {clo:.1f}..{chi:.1f}"
                 )
+    targets = check_targets(summary) if "httpcoord" in args.systems else []
+    for t in targets:
+        print(f"target: {t['line']}")
+    if targets:
+        measured = [t for t in targets if t["ratio"] is not None]
+        met = sum(1 for t in measured if t["verdict"] == "met")
+        print(f"targets met: {met} of {len(measured)} measured ({len(targets)} in all)")
 
     save_results(
         args.results_dir,
         "single_node",
         started,
         fstype,
-        {},
+        {"loadavg_start": load_before, "loadavg_end": load_after},
         {
             k: getattr(args, k)
             for k in (
@@ -554,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         },
         summary=summary,
+        targets=targets,
         runs=[vars(p) for p in phases],
     )
     failed = sum(p.failures for p in phases)
