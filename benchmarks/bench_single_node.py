@@ -790,10 +790,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"CPU-ms/1k {clo:.1f}..{chi:.1f}"
                 )
     targets = check_targets(summary) if "httpcoord" in args.systems else []
-    for t in targets:
-        print(f"target: {t['line']}")
-    if targets:
-        measured = [t for t in targets if t["ratio"] is not None]
+    measured = [t for t in targets if t["ratio"] is not None]
+    if measured:  # with no reference system in the run, there is nothing to say
+        for t in targets:
+            print(f"target: {t['line']}")
         met = sum(1 for t in measured if t["verdict"] == "met")
         print(f"targets met: {met} of {len(measured)} measured ({len(targets)} in all)")
 
