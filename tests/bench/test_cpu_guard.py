@@ -8,8 +8,8 @@ same bytes from a dict moves much less. Reads are compared with the plain
 bare server, writes with ``bare_server.py --fsync`` (group-committed
 fdatasync, as httpcoord's log). Each is measured in short interleaved rounds
 (httpcoord, then the bare server, then the other way round), each round
-gives one ratio, and the median of the rounds is checked: a burst of noise
-spoils one round, not the verdict.
+gives one ratio, and the mean of the rounds without the highest and the
+lowest is checked: a burst of noise spoils one round, not the verdict.
 
     python -m pytest -m bench tests/bench/test_cpu_guard.py
 
@@ -43,16 +43,17 @@ from bench_single_node import Phase, measure, preload, run_wrk, smoke_check
 
 pytestmark = pytest.mark.bench
 
-# The guard's bounds: httpcoord's CPU per op over the bare server's (median
-# of the rounds). Set from 5 runs of this test on a 2-vCPU VM, same code:
-# reads 1.26-1.57 (single rounds 0.93-2.13), writes 1.98-2.15 (1.51-2.56).
-# Each bound is the highest median seen plus 25%, a little more than the
-# spread of the medians (reads ±12%, writes ±4% around their mean): noise
-# alone should not fail CI; a request path that costs about 40% more per
-# read or a third more per write than today should. Lower them as httpcoord
-# gets cheaper (issue 14's targets are 1.2 for both).
+# The guard's bounds: httpcoord's CPU per op over the bare server's (the
+# mean of the rounds without the extremes). Measured in 10 runs of this test
+# (7 or 8 rounds) on a 2-vCPU VM shared with other jobs: reads 1.47-1.61,
+# writes 1.99-2.38 (single rounds 1.00-2.17 and 1.50-2.98). Each bound is the
+# highest value seen plus 25%, more than twice the run-to-run spread (reads
+# within 5%, writes within 11% of their mean): noise alone should not fail
+# CI, while a request path that costs about a third more per read or 40%
+# more per write than today does. Lower them as httpcoord gets cheaper
+# (issue 14's targets are 1.2 for both).
 READ_CPU_VS_BARE_MAX = 2.0
-WRITE_CPU_VS_BARE_FSYNC_MAX = 2.7
+WRITE_CPU_VS_BARE_FSYNC_MAX = 3.0
 
 CONNECTIONS = 64  # wrk keep-alive connections, as bench_single_node.py
 WRK_THREADS = 2
@@ -60,7 +61,7 @@ KEYS = 1000
 VALUE_BYTES = 32
 WARMUP_S = 1.0  # once per server and workload, unmeasured
 ROUND_S = 1.0  # one measured phase: short, so each pair sees the same machine
-ROUNDS = 7  # per workload; the median ratio is checked
+ROUNDS = 8  # per workload; the mean ratio without the extremes is checked
 READY_TIMEOUT_S = 30.0
 PRELOAD_TIMEOUT_S = 60.0
 
@@ -145,7 +146,9 @@ def _rounds(
 
 def _report(workload: str, ref: str, pairs: list[tuple[Phase, Phase]], bound: float) -> float:
     ratios = [a.cpu_ms_per_1k / b.cpu_ms_per_1k for a, b in pairs]
-    median = statistics.median(ratios)
+    # The mean is steadier than the median here; dropping the two extremes
+    # keeps one disturbed round from moving it much.
+    trimmed = statistics.mean(sorted(ratios)[1:-1])
     print(f"\n{workload}: httpcoord vs {ref}, {CONNECTIONS} connections, {ROUND_S:g} s rounds")
     for i, (a, b) in enumerate(pairs):
         print(
@@ -158,12 +161,13 @@ def _report(workload: str, ref: str, pairs: list[tuple[Phase, Phase]], bound: fl
     pooled = (sum(a.server_cpu_ms for a, _ in pairs) / sum(a.requests for a, _ in pairs)) / (
         sum(b.server_cpu_ms for _, b in pairs) / sum(b.requests for _, b in pairs)
     )
-    verdict = "ok" if median <= bound else "REGRESSION"
+    verdict = "ok" if trimmed <= bound else "REGRESSION"
     print(
-        f"  median ratio {median:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f}, all rounds"
-        f" pooled {pooled:.2f}), bound {bound:.2f}: {verdict}"
+        f"  ratio {trimmed:.2f} (mean without the extremes; rounds {min(ratios):.2f}-"
+        f"{max(ratios):.2f}, median {statistics.median(ratios):.2f}, all rounds pooled"
+        f" {pooled:.2f}), bound {bound:.2f}: {verdict}"
     )
-    return median
+    return trimmed
 
 
 def test_cpu_per_op_stays_within_a_factor_of_the_bare_aiohttp_server(
