@@ -44,15 +44,14 @@ from bench_single_node import Phase, measure, preload, run_wrk, smoke_check
 pytestmark = pytest.mark.bench
 
 # The guard's bounds: httpcoord's CPU per op over the bare server's (the
-# mean of the rounds without the extremes). Measured in 10 runs of this test
-# (7 or 8 rounds) on a 2-vCPU VM shared with other jobs: reads 1.47-1.61,
-# writes 1.99-2.38 (single rounds 1.00-2.17 and 1.50-2.98). Each bound is the
-# highest value seen plus 25%, more than twice the run-to-run spread (reads
-# within 5%, writes within 11% of their mean): noise alone should not fail
-# CI, while a request path that costs about a third more per read or 40%
-# more per write than today does. Lower them as httpcoord gets cheaper
-# (issue 14's targets are 1.2 for both).
-READ_CPU_VS_BARE_MAX = 2.0
+# mean of the rounds without the extremes). Measured in 15 runs of this test
+# (7 or 8 rounds) on a 2-vCPU VM shared with other jobs: reads 1.45-1.75,
+# writes 1.89-2.40 (single rounds 1.00-3.37 and 1.41-2.98). Each bound is the
+# highest value seen plus 25%, about twice the run-to-run spread (within 11%
+# and 13% of the mean): noise alone should not fail CI, while a request path
+# that costs about 40% more per operation than today does. Lower them as
+# httpcoord gets cheaper (issue 14's targets are 1.2 for both).
+READ_CPU_VS_BARE_MAX = 2.2
 WRITE_CPU_VS_BARE_FSYNC_MAX = 3.0
 
 CONNECTIONS = 64  # wrk keep-alive connections, as bench_single_node.py
