@@ -243,7 +243,7 @@ def bare_server(workdir: Path, fsync: bool) -> Server:
         port=port,
         argv=argv,
         log_path=workdir / f"{name}.log",
-        ready_path="/health",
+        ready_path="/metrics",
         fsync_metrics=("bare_writes_total", "bare_fsyncs_total"),
     )
 
