@@ -82,7 +82,7 @@ from httpcoord.errors import (
     Unavailable,
     ZxidNotReached,
 )
-from httpcoord.tree.tree import Event, Session, Tree, TxnResult
+from httpcoord.tree.tree import Event, Session, Tree, TreeView, TxnResult
 from httpcoord.tree.tree import Node as Znode
 from httpcoord.tree.txn import (
     CloseSessionOp,
@@ -277,7 +277,6 @@ class Node:
         self.fatal_listeners: list[Callable[[str], None]] = []
         self.snapshots_taken = 0
         self.snapshots_installed = 0  # received from the leader
-        self._digest: tuple[int, str] = (-1, "")
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -914,15 +913,9 @@ class Node:
         return self.driver.leader
 
     def digest(self) -> str:
-        """sha256 of the tree's canonical encoding at the applied zxid (cached
-        per zxid): members at one zxid must show one digest."""
-        zxid = self._tree.zxid
-        if self._digest[0] != zxid:
-            h = hashlib.sha256()
-            for chunk in self._tree.snapshot_chunks():
-                h.update(chunk)
-            self._digest = (zxid, h.hexdigest())
-        return self._digest[1]
+        """The tree's digest at the applied zxid (kept by the tree as it
+        changes): members at one zxid must show one digest."""
+        return format(self._tree.digest, "016x")
 
     def status(self) -> dict[str, Any]:
         core = self.driver.core
@@ -989,18 +982,19 @@ class Node:
             conf = self.driver.core.conf_at(index)
         except CompactedError:
             return  # a snapshot from the leader is being installed: it supersedes this one
-        # Taken now, synchronously, so the chunks describe exactly this index;
-        # written in the background while the loop goes on.
-        chunks = list(self._tree.snapshot_chunks())
-        zxid = self._tree.zxid
+        # A view of the tree at exactly this index, serialised a chunk at a
+        # time between requests while the tree goes on (see TreeView).
+        view = self._tree.view()
         self._snapshot_task = asyncio.get_running_loop().create_task(
-            self._write_snapshot(index, conf, zxid, chunks)
+            self._write_snapshot(index, conf, view)
         )
 
-    async def _write_snapshot(self, index: int, conf: Any, zxid: int, chunks: list[bytes]) -> None:
+    async def _write_snapshot(self, index: int, conf: Any, view: TreeView) -> None:
         try:
             await self.driver.save_commit()  # storage snapshots committed indexes only
-            snap = await self.storage.create_snapshot(index, conf, zxid, chunks, self._wall_ms())
+            snap = await self.storage.create_snapshot(
+                index, conf, view.zxid, _chunks_between_turns(view), self._wall_ms()
+            )
             if snap is not None:
                 self._snapshot_index = max(self._snapshot_index, index)
                 self._log_bytes_since_snapshot = 0
@@ -1016,6 +1010,7 @@ class Node:
             self.driver.failed = self.driver.failed or RuntimeError("snapshot failed")
             self.driver.stop()
         finally:
+            view.close()
             self._snapshot_task = None
 
     async def take_snapshot(self) -> None:
@@ -1051,6 +1046,14 @@ class _NoPeers:
 
     async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
         raise PeerUnavailable(f"node {peer_id} is not a peer of a cluster of one")
+
+
+async def _chunks_between_turns(view: TreeView) -> AsyncIterator[bytes]:
+    """The view's chunks, each made in its own turn of the loop: a chunk is a
+    few milliseconds of work, a whole tree of millions of nodes seconds."""
+    for chunk in view.chunks():
+        yield chunk
+        await asyncio.sleep(0)
 
 
 def _not_committed() -> Unavailable:

@@ -187,7 +187,12 @@ class NodeStorage(LogStorage, Protocol):
         ...
 
     async def create_snapshot(
-        self, index: int, conf: ConfState, zxid: int, chunks: list[bytes], created_ms: int
+        self,
+        index: int,
+        conf: ConfState,
+        zxid: int,
+        chunks: AsyncIterator[bytes],
+        created_ms: int,
     ) -> Snapshot | None:
         """Snapshot the node's own applied state at a committed index: chunks in
         small transactions (saves interleave), then one small transaction makes
@@ -236,11 +241,6 @@ class SavePlan:
     def fail(self, step: str) -> None:
         if self.fail_point is not None:
             self.fail_point(step)
-
-
-async def _aiter(items: Iterable[bytes]) -> AsyncIterator[bytes]:
-    for item in items:
-        yield item
 
 
 class MirroredStorage(ABC):
@@ -395,7 +395,12 @@ class MirroredStorage(ABC):
     # ---- snapshots ------------------------------------------------------------------------
 
     async def create_snapshot(
-        self, index: int, conf: ConfState, zxid: int, chunks: list[bytes], created_ms: int
+        self,
+        index: int,
+        conf: ConfState,
+        zxid: int,
+        chunks: AsyncIterator[bytes],
+        created_ms: int,
     ) -> Snapshot | None:
         mem = self._mem
         if index <= mem.snapshot().meta.index:
@@ -405,7 +410,7 @@ class MirroredStorage(ABC):
         term = mem.term(index)
         set_id = self._new_set()
         try:
-            digest = await self._write_set(set_id, _aiter(chunks), None)
+            digest = await self._write_set(set_id, chunks, None)
             if self.before_snapshot_visible is not None:
                 await self.before_snapshot_visible()
         except BaseException:

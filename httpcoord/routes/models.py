@@ -200,7 +200,7 @@ class ClusterMember(BaseModel):
     commit_index: int | None = None  # log indexes, not zxids
     applied_index: int | None = None
     zxid: int | None = None  # the last zxid applied to its tree
-    digest: str | None = None  # sha256 of its tree at that zxid
+    digest: str | None = None  # 64-bit digest (hex) of its tree at that zxid
 
 
 class ClusterView(BaseModel):

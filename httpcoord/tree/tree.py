@@ -5,11 +5,22 @@ its result and the events it caused. A txn is all or nothing: every mutation
 pushes an undo record, and a refusal (or a bug) rolls the whole txn back
 before the error leaves ``apply``, so a refused txn changes nothing and takes
 no zxid. Same log in, same tree out, byte for byte (see ``snapshot_chunks``).
+
+Two things follow every change without a scan of the tree, so that a tree of
+millions of nodes never stalls the loop that serves it:
+
+- ``digest``: a sum of one 64-bit hash per node and per session, updated by
+  each txn for the nodes it touched. Two trees at one zxid have one digest.
+- ``TreeView``: the tree as it was when the view was opened, read in chunks
+  while the tree goes on changing. The tree keeps, for every open view, the
+  first prior state of each node it changes (copy on write), so a snapshot
+  is serialised a chunk at a time between requests instead of all at once.
 """
 
 from __future__ import annotations
 
 import base64
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +54,7 @@ from httpcoord.tree.txn import (
 )
 
 SNAPSHOT_FORMAT_VERSION = 1
+DIGEST_MASK = 2**64 - 1
 TTL_MS_MAX = 2**40 - 1  # ZooKeeper's bound on a TTL node's ttl
 
 
@@ -69,6 +81,23 @@ class Node:
         if self.container:
             return "container"
         return "ttl" if self.ttl_ms else "persistent"
+
+    def copy(self) -> Node:
+        return Node(
+            self.data,
+            self.czxid,
+            self.mzxid,
+            self.pzxid,
+            self.ctime,
+            self.mtime,
+            self.version,
+            self.cversion,
+            self.aversion,
+            self.ephemeral_owner,
+            self.container,
+            self.ttl_ms,
+            set(self.children),
+        )
 
     def stat(self) -> Stat:
         return Stat(
@@ -136,9 +165,14 @@ class Tree:
         # Nodes the reaper must look at, so that it never scans the tree.
         self._containers: set[str] = set()
         self._ttl_nodes: set[str] = set()
+        self.digest = node_hash(ROOT, self._nodes[ROOT])
+        self._views: list[TreeView] = []  # open views: each keeps what changes under it
         # Per-txn scratch state, valid only inside apply().
         self._undo: list[tuple[Any, ...]] = []
         self._events: list[Event] = []
+        # Paths the txn changed (their hashes leave the digest at the first
+        # change and come back, rehashed, when the txn is applied).
+        self._touched: dict[str, None] = {}
 
     # ---- reads -------------------------------------------------------------
 
@@ -184,21 +218,30 @@ class Tree:
         zxid = self.zxid + 1
         self._undo = []
         self._events = []
+        self._touched = {}
+        digest_before = self.digest
         results: list[OpResult] = []
         try:
             for op in txn.ops:
                 results.append(self._apply_op(op, zxid, txn.time_ms))
         except CoordError as exc:
-            self._rollback()
+            self._rollback(digest_before)
             if not txn.multi:
                 raise
             failed = len(results)
             raise MultiFailed(failed, exc, len(txn.ops)) from None
         except BaseException:
             # A bug must not leave a half-applied txn behind it.
-            self._rollback()
+            self._rollback(digest_before)
             raise
-        events, self._events, self._undo = self._events, [], []
+        nodes = self._nodes
+        digest = self.digest
+        for path in self._touched:
+            node = nodes.get(path)
+            if node is not None:
+                digest += node_hash(path, node)
+        self.digest = digest & DIGEST_MASK
+        events, self._events, self._undo, self._touched = self._events, [], [], {}
         self.zxid = zxid
         return TxnResult(zxid, tuple(results)), events
 
@@ -269,6 +312,8 @@ class Tree:
         return parent
 
     def _insert(self, path: str, parent_path: str, parent: Node, node: Node, zxid: int) -> Node:
+        self._touch(parent_path, parent)
+        self._touch(path, None)
         self._save_fields(parent)
         self._nodes[path] = node
         self._index(path, node)
@@ -289,6 +334,7 @@ class Tree:
                 return OpResult("set", op.path, created.stat, created=True)
             raise NoNode(path=op.path)
         _check_version(op.path, node, op.version)
+        self._touch(op.path, node)
         self._save_fields(node)
         node.data = op.data
         node.version += 1
@@ -319,6 +365,7 @@ class Tree:
             self._remove(path, zxid)
         parent_path = parent_of(top)
         parent = self._nodes[parent_path]
+        self._touch(parent_path, parent)
         self._save_fields(parent)
         parent.children.discard(name_of(top))
         self._undo.append((_UNDO_UNLINK, parent, name_of(top)))
@@ -341,7 +388,9 @@ class Tree:
 
     def _remove(self, path: str, zxid: int) -> None:
         """Remove one node from the map; the caller updates the surviving parent."""
-        node = self._nodes.pop(path)
+        node = self._nodes[path]
+        self._touch(path, node)
+        del self._nodes[path]
         self._unindex(path, node)
         self._undo.append((_UNDO_REMOVE, path, node))
         self._events.append(Event("deleted", path, zxid, None))
@@ -352,6 +401,7 @@ class Tree:
         if op.ttl_ms <= 0:
             raise BadArguments("session ttl must be positive")
         self.sessions[op.session_id] = Session(op.session_id, op.ttl_ms)
+        self.digest = (self.digest + session_hash(op.session_id, op.ttl_ms)) & DIGEST_MASK
         self._undo.append((_UNDO_SESSION_OPEN, op.session_id))
         return OpResult("open_session", op.session_id)
 
@@ -365,6 +415,7 @@ class Tree:
         for path in deleted:
             self._unlink(path, zxid)
         del self.sessions[op.session_id]
+        self.digest = (self.digest - session_hash(session.id, session.ttl_ms)) & DIGEST_MASK
         self._undo.append((_UNDO_SESSION_CLOSE, session))
         return OpResult("close_session", op.session_id, deleted=deleted)
 
@@ -408,6 +459,20 @@ class Tree:
         elif node.ttl_ms:
             self._ttl_nodes.discard(path)
 
+    # ---- what a txn changes ---------------------------------------------------
+
+    def _touch(self, path: str, node: Node | None) -> None:
+        """Called before the txn first changes ``path`` (``node`` is its
+        current state, None when the txn creates it): its hash leaves the
+        digest, and every open view keeps its state as the view saw it."""
+        if path in self._touched:
+            return
+        self._touched[path] = None
+        if node is not None:
+            self.digest = (self.digest - node_hash(path, node)) & DIGEST_MASK
+        for view in self._views:
+            view.keep(path, node)
+
     # ---- undo ---------------------------------------------------------------
 
     def _save_fields(self, node: Node) -> None:
@@ -424,7 +489,7 @@ class Tree:
             )
         )
 
-    def _rollback(self) -> None:
+    def _rollback(self, digest_before: int) -> None:
         for record in reversed(self._undo):
             kind = record[0]
             if kind == _UNDO_INSERT:
@@ -447,44 +512,26 @@ class Tree:
                 node.version, node.cversion = version, cversion
         self._undo = []
         self._events = []
+        self._touched = {}
+        self.digest = digest_before
 
     # ---- snapshots ----------------------------------------------------------
 
-    def snapshot_chunks(self, nodes_per_chunk: int = 10_000) -> Iterator[bytes]:
-        """The whole tree as canonical JSON chunks: a header, then nodes sorted
-        by path. Two trees are equal exactly when their chunks are equal."""
-        paths = sorted(self._nodes)
-        sessions = [[s.id, s.ttl_ms] for s in sorted(self.sessions.values(), key=lambda s: s.id)]
-        yield orjson.dumps(
-            {
-                "v": SNAPSHOT_FORMAT_VERSION,
-                "zxid": self.zxid,
-                "nodes": len(paths),
-                "sessions": sessions,
-            }
-        )
-        for start in range(0, len(paths), nodes_per_chunk):
-            rows = []
-            for path in paths[start : start + nodes_per_chunk]:
-                n = self._nodes[path]
-                rows.append(
-                    (
-                        path,
-                        base64.b64encode(n.data).decode("ascii"),
-                        n.czxid,
-                        n.mzxid,
-                        n.pzxid,
-                        n.ctime,
-                        n.mtime,
-                        n.version,
-                        n.cversion,
-                        n.aversion,
-                        n.ephemeral_owner,
-                        n.container,
-                        n.ttl_ms,
-                    )
-                )
-            yield orjson.dumps(rows)
+    def view(self) -> TreeView:
+        """The tree as it is now, readable while it goes on changing; close it
+        when done (an open view costs a copy of every node changed under it)."""
+        view = TreeView(self)
+        self._views.append(view)
+        return view
+
+    def snapshot_chunks(self, nodes_per_chunk: int = 2_000) -> Iterator[bytes]:
+        """The whole tree as canonical chunks, read at once (see ``TreeView``).
+        Two trees are equal exactly when their chunks are equal."""
+        view = self.view()
+        try:
+            yield from view.chunks(nodes_per_chunk)
+        finally:
+            view.close()
 
     @classmethod
     def from_snapshot(cls, chunks: Iterable[bytes]) -> Tree:
@@ -494,6 +541,7 @@ class Tree:
             raise ValueError(f"unknown snapshot format {header.get('v')!r}")
         tree = cls()
         tree.sessions = {sid: Session(sid, ttl) for sid, ttl in header["sessions"]}
+        digest = header.get("digest")
         nodes = tree._nodes
         nodes.clear()
         for chunk in it:
@@ -522,10 +570,126 @@ class Tree:
         if len(nodes) != header["nodes"] or ROOT not in nodes:
             raise ValueError("snapshot is incomplete")
         tree.zxid = header["zxid"]
+        # The digest the snapshot was taken with (its chunks were checked
+        # against their checksum); an older snapshot has none: computed.
+        tree.digest = int(digest, 16) if type(digest) is str else tree.full_digest()
         return tree
+
+    def full_digest(self) -> int:
+        """The digest computed from scratch (``digest`` is kept incrementally)."""
+        total = sum(node_hash(path, node) for path, node in self._nodes.items())
+        total += sum(session_hash(s.id, s.ttl_ms) for s in self.sessions.values())
+        return total & DIGEST_MASK
 
     def snapshot_bytes(self) -> bytes:
         return b"\n".join(self.snapshot_chunks())
+
+
+class TreeView:
+    """The tree at one zxid, read a chunk at a time while the tree changes.
+
+    The tree calls ``keep`` before it first changes a node under an open view,
+    so the view reads the node as it was (a copy) and everything else live.
+    Chunks list nodes depth first, each node's children by name: from a
+    node's children as the view saw them, the walk reaches every node the
+    tree held when the view was opened, and no other."""
+
+    def __init__(self, tree: Tree) -> None:
+        self._tree = tree
+        self.zxid = tree.zxid
+        self.digest = tree.digest
+        self.node_count = len(tree._nodes)
+        self._sessions = [
+            [s.id, s.ttl_ms] for s in sorted(tree.sessions.values(), key=lambda s: s.id)
+        ]
+        self._kept: dict[str, Node | None] = {}  # None: created after the view opened
+
+    def keep(self, path: str, node: Node | None) -> None:
+        if path not in self._kept:
+            self._kept[path] = None if node is None else node.copy()
+
+    def _node(self, path: str) -> Node:
+        if path not in self._kept:
+            return self._tree._nodes[path]
+        kept = self._kept[path]
+        assert kept is not None, f"{path} did not exist when the view was opened"
+        return kept
+
+    def chunks(self, nodes_per_chunk: int = 2_000) -> Iterator[bytes]:
+        """A header, then rows of ``nodes_per_chunk`` nodes. The tree may
+        change between two chunks; the chunks do not."""
+        yield orjson.dumps(
+            {
+                "v": SNAPSHOT_FORMAT_VERSION,
+                "zxid": self.zxid,
+                "nodes": self.node_count,
+                "sessions": self._sessions,
+                "digest": format(self.digest, "016x"),
+            }
+        )
+        stack = [ROOT]
+        rows: list[tuple[Any, ...]] = []
+        while stack:
+            path = stack.pop()
+            n = self._node(path)
+            rows.append(
+                (
+                    path,
+                    base64.b64encode(n.data).decode("ascii"),
+                    n.czxid,
+                    n.mzxid,
+                    n.pzxid,
+                    n.ctime,
+                    n.mtime,
+                    n.version,
+                    n.cversion,
+                    n.aversion,
+                    n.ephemeral_owner,
+                    n.container,
+                    n.ttl_ms,
+                )
+            )
+            if n.children:
+                stack.extend(join(path, name) for name in sorted(n.children, reverse=True))
+            if len(rows) == nodes_per_chunk:
+                yield orjson.dumps(rows)
+                rows = []
+        if rows:
+            yield orjson.dumps(rows)
+
+    def close(self) -> None:
+        if self in self._tree._views:
+            self._tree._views.remove(self)
+        self._kept = {}
+
+
+def node_hash(path: str, n: Node) -> int:
+    """A node's share of the digest: its path, stat fields and data. CRC-32
+    and Adler-32 side by side (64 bits; ZooKeeper's digest is a CRC-32 sum):
+    cheap enough to run twice per write, and divergence is not an adversary."""
+    head = orjson.dumps(
+        (
+            path,
+            n.czxid,
+            n.mzxid,
+            n.pzxid,
+            n.ctime,
+            n.mtime,
+            n.version,
+            n.cversion,
+            n.aversion,
+            n.ephemeral_owner,
+            n.container,
+            n.ttl_ms,
+        )
+    )
+    data = n.data
+    return zlib.crc32(data, zlib.crc32(head)) | zlib.adler32(data, zlib.adler32(head)) << 32
+
+
+def session_hash(session_id: str, ttl_ms: int) -> int:
+    head = orjson.dumps(("session", session_id, ttl_ms))
+    return zlib.crc32(head) | zlib.adler32(head) << 32
 
 
 def check_node_kind(path: str, ephemeral: bool, container: bool, ttl_ms: int) -> None:

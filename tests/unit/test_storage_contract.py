@@ -252,7 +252,7 @@ async def test_create_snapshot_makes_it_visible_and_compacts_the_log(backend: Ba
     s = await backend.open()
     await s.save(HardState(2, 0, 8), None, [_e(i, 1 + i // 5) for i in range(1, 11)])
     chunks = _chunks(b"own")
-    snap = await s.create_snapshot(6, CONF, 42, chunks, 1_234)
+    snap = await s.create_snapshot(6, CONF, 42, _aiter(chunks), 1_234)
     assert snap is not None
     assert (snap.meta.index, snap.meta.term, snap.meta.conf) == (6, 2, CONF)
     assert decode_descriptor(snap.data) == describe_chunks(42, chunks, 1_234)
@@ -275,16 +275,16 @@ async def test_create_snapshot_makes_it_visible_and_compacts_the_log(backend: Ba
 async def test_a_snapshot_of_an_uncommitted_index_is_refused(backend: Backend) -> None:
     s = await _with_log(backend, 3, 2)
     with pytest.raises(AssertionError):
-        await s.create_snapshot(3, CONF, 0, _chunks(b"a"), 0)
+        await s.create_snapshot(3, CONF, 0, _aiter(_chunks(b"a")), 0)
     assert s.snapshot() == EMPTY_SNAPSHOT and s.first_index() == 1
 
 
 async def test_a_snapshot_not_newer_than_the_visible_one_is_skipped(backend: Backend) -> None:
     s = await _with_log(backend, 10, 10)
-    first = await s.create_snapshot(8, CONF, 8, _chunks(b"a"), 0)
+    first = await s.create_snapshot(8, CONF, 8, _aiter(_chunks(b"a")), 0)
     assert first is not None
-    assert await s.create_snapshot(8, CONF, 8, _chunks(b"b"), 0) is None
-    assert await s.create_snapshot(5, CONF, 5, _chunks(b"c"), 0) is None
+    assert await s.create_snapshot(8, CONF, 8, _aiter(_chunks(b"b")), 0) is None
+    assert await s.create_snapshot(5, CONF, 5, _aiter(_chunks(b"c")), 0) is None
     assert s.snapshot() == first
     assert len(await backend.chunk_sets(s)) == 1
 
@@ -293,12 +293,12 @@ async def test_snapshot_chunks_of_a_replaced_snapshot_raise_snapshot_missing(
     backend: Backend,
 ) -> None:
     s = await _with_log(backend, 10, 10)
-    old = await s.create_snapshot(5, CONF, 5, _chunks(b"old"), 0)
+    old = await s.create_snapshot(5, CONF, 5, _aiter(_chunks(b"old")), 0)
     assert old is not None
     # A stream that began before the replacement is pinned: it completes.
     reading = s.snapshot_chunks(old)
     first = await anext(reading)
-    new = await s.create_snapshot(8, CONF, 8, _chunks(b"new"), 0)
+    new = await s.create_snapshot(8, CONF, 8, _aiter(_chunks(b"new")), 0)
     assert new is not None
     assert [first, *[c async for c in reading]] == _chunks(b"old")
     with pytest.raises(SnapshotMissing):
@@ -317,7 +317,7 @@ async def test_saves_go_on_while_a_large_snapshot_is_written(backend: Backend) -
     s.snapshot_txn_bytes = 1_000  # one transaction per chunk
     chunks = [b"%04d" % i + b"y" * 2_000 for i in range(40)]
     saved_while_writing = 0
-    snapshot_task = asyncio.create_task(s.create_snapshot(10, CONF, 10, chunks, 0))
+    snapshot_task = asyncio.create_task(s.create_snapshot(10, CONF, 10, _aiter(chunks), 0))
     index = 11
     while not snapshot_task.done():
         await s.save(HardState(1, 0, 10), None, [_e(index, 1)])
@@ -365,7 +365,7 @@ async def test_a_received_snapshot_below_the_log_end_drops_the_whole_log(
 
 async def test_a_staged_snapshot_never_saved_changes_nothing(backend: Backend) -> None:
     s = await _with_log(backend, 10, 10)
-    own = await s.create_snapshot(4, CONF, 4, _chunks(b"own"), 0)
+    own = await s.create_snapshot(4, CONF, 4, _aiter(_chunks(b"own")), 0)
     assert own is not None
     before = _state(s)
     meta, descriptor, chunks = _received(30, 4, b"never")
@@ -431,7 +431,7 @@ async def test_create_snapshot_racing_a_newer_received_snapshot_returns_none(
         received.append(staged)
 
     s.before_snapshot_visible = leader_snapshot_arrives
-    assert await s.create_snapshot(8, CONF, 8, _chunks(b"own"), 0) is None
+    assert await s.create_snapshot(8, CONF, 8, _aiter(_chunks(b"own")), 0) is None
     s.before_snapshot_visible = None
     async for view in _views(backend, s):
         assert view.snapshot() == received[0]
@@ -476,7 +476,7 @@ async def test_garbage_collection_never_takes_a_snapshot_being_written(
     s = await _with_log(backend, 10, 10)
     s.snapshot_txn_bytes = 1  # a transaction per chunk
     s.before_snapshot_visible = s.collect_garbage  # chunks written, not yet visible
-    snap = await s.create_snapshot(10, CONF, 10, _chunks(b"own", 4), 0)
+    snap = await s.create_snapshot(10, CONF, 10, _aiter(_chunks(b"own", 4)), 0)
     assert snap is not None
     assert await _read(s, snap) == _chunks(b"own", 4)
     meta, descriptor, chunks = _received(20, 2, b"recv")
@@ -506,10 +506,10 @@ async def test_staged_snapshots_older_than_the_visible_one_are_dropped(
     assert await _read(s, later) == _chunks(b"later")  # newer than the saved one: kept
     assert len(await backend.chunk_sets(s)) == 2
     await s.save(HardState(3, 0, 30), None, [_e(i, 3) for i in range(13, 31)])
-    own = await s.create_snapshot(20, CONF, 20, _chunks(b"own"), 0)
+    own = await s.create_snapshot(20, CONF, 20, _aiter(_chunks(b"own")), 0)
     assert own is not None
     assert await _read(s, later) == _chunks(b"later")
-    own = await s.create_snapshot(30, CONF, 30, _chunks(b"own30"), 0)
+    own = await s.create_snapshot(30, CONF, 30, _aiter(_chunks(b"own30")), 0)
     assert own is not None
     with pytest.raises(SnapshotMissing):
         s.snapshot_chunks(later)
@@ -589,7 +589,7 @@ async def test_a_cancelled_save_still_completes_and_is_mirrored(backend: Backend
 async def test_reopen_keeps_log_hard_state_snapshot_and_chunks(backend: Backend) -> None:
     s = await backend.open([1, 2, 3])
     await s.save(HardState(4, 2, 30), None, [_e(i, 4) for i in range(2, 41)])
-    snap = await s.create_snapshot(30, CONF, 29, _chunks(b"all", 5), 99)
+    snap = await s.create_snapshot(30, CONF, 29, _aiter(_chunks(b"all", 5)), 99)
     assert snap is not None
     await s.save(HardState(5, 0, 30), None, [_e(38, 5)])
     before = _state(s)

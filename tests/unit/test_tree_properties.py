@@ -3,6 +3,7 @@ determinism, snapshot + log restore, and multi atomicity."""
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,3 +140,78 @@ def _paths(tree: Tree) -> list[str]:
         out.append(path)
         stack.extend((path.rstrip("/") + "/" + name) for name in tree.children(path))
     return sorted(out)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(txns, max_size=40))
+def test_the_kept_digest_is_the_digest_computed_from_scratch(log: list[Txn]) -> None:
+    tree = Tree()
+    for txn in log:
+        try:
+            tree.apply(txn)
+        except CoordError:
+            pass  # refused (a multi rolled back): the digest must be restored too
+        assert tree.digest == tree.full_digest()
+    # A restore carries the digest over, and an old snapshot gets it computed.
+    assert Tree.from_snapshot(tree.snapshot_chunks()).digest == tree.digest
+    restored = Tree.from_snapshot(_without_digest(list(tree.snapshot_chunks())))
+    assert restored.digest == tree.digest
+
+
+def _without_digest(chunks: list[bytes]) -> list[bytes]:
+    header = orjson.loads(chunks[0])
+    del header["digest"]
+    return [orjson.dumps(header), *chunks[1:]]
+
+
+def test_the_digest_tells_trees_apart() -> None:
+    a, b = Tree(), Tree()
+    for tree, value in ((a, b"x"), (b, b"y")):
+        tree.apply(Txn((CreateOp("/n", value),), 1))
+    assert a.digest != b.digest
+    # Set to the same value, both at version 1: equal trees, one digest.
+    a.apply(Txn((SetDataOp("/n", b"x", -1),), 1))
+    b.apply(Txn((SetDataOp("/n", b"x", -1),), 1))
+    assert a.snapshot_bytes() == b.snapshot_bytes()
+    assert a.digest == b.digest
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(txns, max_size=30), st.lists(txns, max_size=30), st.data())
+def test_a_view_reads_the_tree_as_it_was_while_it_changes(
+    before: list[Txn], after: list[Txn], draw: st.DataObject
+) -> None:
+    tree = apply_all(Tree(), before)
+    per_chunk = draw.draw(st.integers(min_value=1, max_value=4))
+    expected = list(tree.snapshot_chunks(per_chunk))
+    view = tree.view()
+    chunks: list[bytes] = []
+    reading = view.chunks(per_chunk)
+    pending = list(after)
+    for chunk in reading:
+        chunks.append(chunk)
+        # Between two chunks the tree goes on: a few txns, or none.
+        for _ in range(draw.draw(st.integers(min_value=0, max_value=3))):
+            if pending:
+                apply_all(tree, [pending.pop(0)])
+    view.close()
+    assert chunks == expected
+    # Closed, the view is out of the tree's way: nothing more is kept for it.
+    apply_all(tree, pending)
+    assert not tree._views
+
+
+def test_a_view_of_a_large_tree_is_read_a_chunk_at_a_time() -> None:
+    tree = Tree()
+    tree.apply(Txn(tuple(CreateOp(f"/p{i}", b"v") for i in range(50)), 1, multi=True))
+    view = tree.view()
+    reading = view.chunks(10)
+    header = orjson.loads(next(reading))
+    assert header["nodes"] == 51 and header["zxid"] == 1
+    first = orjson.loads(next(reading))
+    assert [row[0] for row in first[:3]] == ["/", "/p0", "/p1"]  # depth first, by name
+    # Deleting a node the view has not reached yet does not hide it.
+    tree.apply(Txn((DeleteOp("/p9", -1), CreateOp("/q", b"")), 2, multi=True))
+    rest = [row[0] for chunk in reading for row in orjson.loads(chunk)]
+    assert "/p9" in rest and "/q" not in rest
+    view.close()
