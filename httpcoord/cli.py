@@ -233,7 +233,8 @@ register_client_commands(main)  # get, set, create, ls, ... (httpcoord/cli_clien
     envvar="HTTPCOORD_SNAPSHOT_ENTRIES",
     type=click.IntRange(1),
     default=_NODE.snapshot_entries,
-    help="log entries after which the tree is snapshotted and the log truncated",
+    help="ops applied (a multi counts each of its ops) after which the tree is snapshotted"
+    " and the log truncated (also after 64 MiB of log)",
 )
 @click.option(
     "--session-ttl-min-ms",
@@ -465,6 +466,13 @@ def serve(
             sock.close()
     if app[FATAL]:
         _fail(app[FATAL][0])
+    # Everything is saved and closed. Tearing down the tree object by object
+    # (and the interpreter's last collection over it) took seconds at a
+    # million znodes; the process has nothing left to do.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _ids(peers: dict[int, str]) -> str:

@@ -107,8 +107,10 @@ STATUS_PATH = "/peer/v1/status"
 class NodeLimits:
     pending_proposals_max: int = 20_000  # writes waiting for the log; beyond: 429
     pending_bytes_max: int = 256 * 1024 * 1024  # ... and their encoded bytes
-    snapshot_entries: int = 100_000  # snapshot after this many entries past the last one
-    snapshot_log_bytes: int = 256 * 1024 * 1024  # ... or this many log bytes
+    # Snapshot after this many ops applied since the last one (a multi counts
+    # each of its ops: a restart replays ops, not entries) ...
+    snapshot_entries: int = 100_000
+    snapshot_log_bytes: int = 64 * 1024 * 1024  # ... or this many log bytes
     session_check_ms: int = 100  # how often deadlines are checked: expiry lateness
     session_ping_ms: int = 500  # how often a follower passes heartbeats to the leader
     container_check_ms: int = 5000  # how often containers and TTL nodes are reaped
@@ -228,6 +230,7 @@ class Node:
         self.applied_index = snap.meta.index
         self._snapshot_index = snap.meta.index
         self._log_bytes_since_snapshot = 0
+        self._ops_since_snapshot = 0
         self._snapshot_retry_index = 0  # a snapshot that found the disk full: not before
         self.history = History(limits.watch_history_events, limits.watch_history_bytes, tree.zxid)
         core = Raft(
@@ -577,8 +580,11 @@ class Node:
             self._log_bytes_since_snapshot += len(e.data)
             outcome: Outcome = None
             events: list[Event] = []
-            if e.kind == EntryKind.NORMAL:
+            if e.kind != EntryKind.NORMAL:
+                self._ops_since_snapshot += 1
+            else:
                 txn = self._proposed.pop(e.data, None) or decode_txn(e.data)
+                self._ops_since_snapshot += len(txn.ops)
                 self._stamp_ms = max(self._stamp_ms, txn.time_ms)
                 try:
                     result, events = tree.apply(txn)
@@ -623,6 +629,7 @@ class Node:
         self.applied_index = snapshot.meta.index
         self._snapshot_index = snapshot.meta.index
         self._log_bytes_since_snapshot = 0
+        self._ops_since_snapshot = 0
         self._recent.clear()
         self._stamp_ms = max(self._stamp_ms, tree.newest_time_ms())
         self.snapshots_installed += 1
@@ -972,7 +979,7 @@ class Node:
         if self.applied_index < self._snapshot_retry_index:
             return False
         return (
-            self.applied_index - self._snapshot_index >= self.limits.snapshot_entries
+            self._ops_since_snapshot >= self.limits.snapshot_entries
             or self._log_bytes_since_snapshot >= self.limits.snapshot_log_bytes
         )
 
@@ -998,6 +1005,7 @@ class Node:
             if snap is not None:
                 self._snapshot_index = max(self._snapshot_index, index)
                 self._log_bytes_since_snapshot = 0
+                self._ops_since_snapshot = 0
                 self.snapshots_taken += 1
         except DiskFull as exc:
             # Nothing became visible (the chunks written so far are garbage):

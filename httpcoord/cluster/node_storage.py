@@ -59,7 +59,7 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 # Snapshot chunks are written this many bytes per transaction, so that saves
 # interleave with a large snapshot instead of waiting for all of it.
-SNAPSHOT_TXN_BYTES: Final = 4 * 1024 * 1024
+SNAPSHOT_TXN_BYTES: Final = 1024 * 1024
 # Received snapshots kept staged at once (each is a full copy of the tree on
 # disk); staging one more drops the oldest. Normally there is at most one.
 STAGED_SNAPSHOTS_MAX: Final = 4

@@ -80,9 +80,12 @@ from httpcoord.tree.txn import decode_txn
 SCHEMA_VERSION: Final = 2
 FILE_NAME: Final = "httpcoord.sqlite3"
 
-# Deleting garbage: chunk rows can be MiBs each, log rows are small.
+# Deleting garbage: chunk rows can be MiBs each, log rows anything from a
+# hundred bytes (one write) to MiBs (a large multi): a batch of log rows is
+# bounded by its bytes, or a save waited behind 50 MB of deletes.
 _GC_CHUNK_ROWS: Final = 16
 _GC_LOG_ROWS: Final = 2000
+_GC_LOG_BYTES: Final = 1024 * 1024
 # After a checkpoint the WAL file is truncated back to this size, so one large
 # snapshot does not leave a large WAL behind for good.
 _WAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
@@ -326,7 +329,14 @@ def _delete_garbage(conn: sqlite3.Connection, keep: frozenset[int], log_upto: in
     lo = conn.execute("SELECT min(idx) FROM log").fetchone()[0]
     if lo is None or lo > log_upto:
         return 0
-    cur = conn.execute("DELETE FROM log WHERE idx <= ?", (min(log_upto, lo + _GC_LOG_ROWS - 1),))
+    # The last row of the batch: at most _GC_LOG_ROWS rows and _GC_LOG_BYTES
+    # of data, and at least one row (length() reads no blob content).
+    hi = conn.execute(
+        "SELECT max(idx) FROM (SELECT idx, sum(length(data)) OVER (ORDER BY idx) AS total"
+        " FROM log WHERE idx BETWEEN ? AND ?) WHERE total <= ?",
+        (lo, min(log_upto, lo + _GC_LOG_ROWS - 1), _GC_LOG_BYTES),
+    ).fetchone()[0]
+    cur = conn.execute("DELETE FROM log WHERE idx <= ?", (lo if hi is None else hi,))
     return max(cur.rowcount, 0)
 
 

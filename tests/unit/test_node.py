@@ -109,6 +109,17 @@ async def test_snapshot_compacts_the_log_and_restores(tmp_path: Path) -> None:
     await node.close()
 
 
+async def test_a_multi_counts_each_of_its_ops_toward_the_next_snapshot(tmp_path: Path) -> None:
+    """A restart replays ops, not entries: one multi of many creates must not
+    let the log grow past the bound."""
+    node = await open_node(tmp_path, snapshot_entries=100)
+    await node.propose(tuple(CreateOp(f"/m{i}") for i in range(60)), multi=True)
+    assert node.snapshots_taken == 0
+    await node.propose(tuple(CreateOp(f"/n{i}") for i in range(60)), multi=True)
+    await poll("a snapshot after 120 ops in 2 entries", lambda: node.snapshots_taken >= 1)
+    await node.close()
+
+
 async def test_a_second_process_cannot_open_the_same_data_dir(tmp_path: Path) -> None:
     node = await open_node(tmp_path)
     with pytest.raises(RuntimeError, match="in use"):

@@ -108,7 +108,7 @@ async def test_a_received_snapshot_is_saved_in_one_transaction(tmp_path: Path) -
     assert save_txn[0] == "BEGIN" and statements.count("BEGIN") == 1
     assert any(st.startswith("INSERT INTO snapshots") for st in save_txn)
     assert "DELETE FROM log WHERE idx > 40" in save_txn
-    assert any(st.startswith("DELETE FROM log WHERE idx <= 40") for st in statements)
+    assert any(st.startswith("DELETE FROM log WHERE idx <= ") for st in statements)
     # The replaced log rows are deleted in the background, after the switch.
     assert _sql(tmp_path, "SELECT idx FROM log") == [(41,)]
     await s.close()
@@ -519,4 +519,22 @@ async def test_save_rate(tmp_path: Path) -> None:
             f"\n{batch:>2}-entry saves of 100-byte entries: {saves / elapsed:,.0f} saves/s,"
             f" {saves * batch / elapsed:,.0f} entries/s ({elapsed * 1e6 / saves:,.0f} us/save)"
         )
+    await s.close()
+
+
+async def test_the_log_behind_a_snapshot_is_deleted_in_batches_of_bounded_bytes(
+    tmp_path: Path,
+) -> None:
+    """A save waits for one garbage batch at most: a batch holds at most
+    _GC_LOG_BYTES of entries (or one entry larger than that)."""
+    s = await SqliteStorage.open(tmp_path, 1, "gc", [1])
+    big = 400 * 1024
+    entries = [_e(i, 1, 100 if i <= 30 else big) for i in range(1, 61)]
+    await s.save(HardState(1, 1, 60), None, entries)
+    deleted: list[int] = []
+    while batch := await s._delete_garbage_batch(frozenset({s._visible_set}), 59):
+        deleted.append(batch)
+    # 30 small rows and two big ones fit 1 MiB; then two big rows a batch.
+    assert deleted[0] == 32 and set(deleted[1:]) == {2, 1} and sum(deleted) == 59
+    assert _sql(tmp_path, "SELECT min(idx) FROM log") == [(60,)]
     await s.close()
