@@ -4,6 +4,7 @@ log, snapshots that compact the log while writes go on, the data dir lock."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from pathlib import Path
 
@@ -189,3 +190,17 @@ async def test_txn_stamps_never_go_back_across_a_restart_from_a_snapshot(tmp_pat
     stat = b.results[0].stat
     assert stat is not None and stat.ctime >= node.get("/a").mtime == 2_000_000
     await node.close()
+
+
+async def test_a_growing_tree_is_moved_out_of_the_collectors_way(tmp_path: Path) -> None:
+    node = await open_node(tmp_path, gc_freeze_growth_znodes=50)
+    frozen = gc.get_freeze_count()
+    try:
+        await node.propose(tuple(CreateOp(f"/n{i}") for i in range(30)), multi=True)
+        assert gc.get_freeze_count() == frozen  # 30 new znodes: not yet
+        await node.propose(tuple(CreateOp(f"/m{i}") for i in range(30)), multi=True)
+        # 60 new znodes: frozen, the znodes among what was frozen.
+        assert gc.get_freeze_count() > frozen + 60
+    finally:
+        gc.unfreeze()  # this test process keeps collecting everything
+        await node.close()
