@@ -135,10 +135,11 @@ def profile(name: str, argv: list[str], pattern: str, args: argparse.Namespace) 
                 "--format",
                 "flamegraph",
                 "--output",
-                str(svg),
+                str(svg.relative_to(HERE.parent)),  # py-spy writes it into the graph
             ],
             check=True,
             stdout=subprocess.DEVNULL,
+            cwd=HERE.parent,
         )
         print(f"# {name}: {svg.relative_to(HERE.parent)}", flush=True)
         bench.wait(timeout=600)
