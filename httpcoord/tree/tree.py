@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -96,21 +96,7 @@ class Node:
         return "ttl" if self.ttl_ms else "persistent"
 
     def copy(self) -> Node:
-        return Node(
-            self.data,
-            self.czxid,
-            self.mzxid,
-            self.pzxid,
-            self.ctime,
-            self.mtime,
-            self.version,
-            self.cversion,
-            self.aversion,
-            self.ephemeral_owner,
-            self.container,
-            self.ttl_ms,
-            set(self.children) if self.children else NO_CHILDREN,
-        )
+        return replace(self, children=set(self.children) if self.children else NO_CHILDREN)
 
     def stat(self) -> Stat:
         return Stat(
@@ -645,23 +631,7 @@ class TreeView:
         while stack:
             path = stack.pop()
             n = self._node(path)
-            rows.append(
-                (
-                    path,
-                    base64.b64encode(n.data).decode("ascii"),
-                    n.czxid,
-                    n.mzxid,
-                    n.pzxid,
-                    n.ctime,
-                    n.mtime,
-                    n.version,
-                    n.cversion,
-                    n.aversion,
-                    n.ephemeral_owner,
-                    n.container,
-                    n.ttl_ms,
-                )
-            )
+            rows.append((path, base64.b64encode(n.data).decode("ascii"), *_fields(n)))
             if n.children:
                 stack.extend(join(path, name) for name in sorted(n.children, reverse=True))
             if len(rows) == nodes_per_chunk:
@@ -676,26 +646,28 @@ class TreeView:
         self._kept = {}
 
 
+def _fields(n: Node) -> tuple[int, int, int, int, int, int, int, int, str, bool, int]:
+    """A node's fields after its path and data, in the snapshot's row order."""
+    return (
+        n.czxid,
+        n.mzxid,
+        n.pzxid,
+        n.ctime,
+        n.mtime,
+        n.version,
+        n.cversion,
+        n.aversion,
+        n.ephemeral_owner,
+        n.container,
+        n.ttl_ms,
+    )
+
+
 def node_hash(path: str, n: Node) -> int:
     """A node's share of the digest: its path, stat fields and data. CRC-32
     and Adler-32 side by side (64 bits; ZooKeeper's digest is a CRC-32 sum):
     cheap enough to run twice per write, and divergence is not an adversary."""
-    head = orjson.dumps(
-        (
-            path,
-            n.czxid,
-            n.mzxid,
-            n.pzxid,
-            n.ctime,
-            n.mtime,
-            n.version,
-            n.cversion,
-            n.aversion,
-            n.ephemeral_owner,
-            n.container,
-            n.ttl_ms,
-        )
-    )
+    head = orjson.dumps((path, *_fields(n)))
     data = n.data
     return zlib.crc32(data, zlib.crc32(head)) | zlib.adler32(data, zlib.adler32(head)) << 32
 
