@@ -38,8 +38,10 @@ does not take it.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import functools
+import logging
 import os
 import sqlite3
 import time
@@ -86,6 +88,7 @@ FILE_NAME: Final = "httpcoord.sqlite3"
 _GC_CHUNK_ROWS: Final = 16
 _GC_LOG_ROWS: Final = 2000
 _GC_LOG_BYTES: Final = 1024 * 1024
+_CHECKPOINT_INTERVAL_MS: Final = 200
 # After a checkpoint the WAL file is truncated back to this size, so one large
 # snapshot does not leave a large WAL behind for good.
 _WAL_SIZE_LIMIT_BYTES: Final = 64 * 1024 * 1024
@@ -124,6 +127,7 @@ _UPSERT_HARD_STATE = (
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class SqliteStorage(MirroredStorage):
@@ -143,6 +147,11 @@ class SqliteStorage(MirroredStorage):
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.migrated_from_v1 = loaded.migrated
+        # The WAL is copied into the database file by a connection and a
+        # thread of their own (see _checkpoints), never inside a save.
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpoints_task: asyncio.Task[None] | None = None
+        self._stop_checkpoints = asyncio.Event()
 
     @classmethod
     async def open(
@@ -183,6 +192,7 @@ class SqliteStorage(MirroredStorage):
             raise
         _fsync_dir(data_dir)
         storage = cls(db, path, node_id, cluster_id, loaded)
+        storage._start_checkpoints()
         # Orphans of a snapshot a crash cut short, and garbage left behind.
         await storage.collect_garbage()
         return storage
@@ -232,7 +242,48 @@ class SqliteStorage(MirroredStorage):
         )
 
     async def _close_backend(self) -> None:
+        self._stop_checkpoints.set()
+        if self._checkpoints_task is not None:
+            await self._checkpoints_task  # lets a checkpoint in its thread finish
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         await self._db.close()
+
+    # ---- checkpoints --------------------------------------------------------------------------
+
+    def _start_checkpoints(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA synchronous=FULL")  # the database file is fsynced after a copy
+        self._checkpointer = conn
+        self._checkpoints_task = asyncio.get_running_loop().create_task(
+            self._checkpoints(conn), name="storage-checkpoints"
+        )
+
+    async def _checkpoints(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database file every _CHECKPOINT_INTERVAL_MS.
+
+        SQLite's automatic checkpoint runs inside the commit that crosses
+        1,000 pages of WAL: that save then waited for 4 MiB to be copied and
+        the database file fsynced (writes of 60 ms and more while a large
+        snapshot was written). A passive checkpoint on another connection
+        copies what it can without blocking the saves; once it has copied
+        everything, the next save starts the WAL over (journal_size_limit
+        then trims the file)."""
+        interval_s = _CHECKPOINT_INTERVAL_MS / 1000
+        failing = False
+        while not self._stop_checkpoints.is_set():
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_checkpoints.wait(), interval_s)
+                return
+            try:
+                await asyncio.to_thread(_checkpoint, conn)
+            except sqlite3.Error as exc:
+                # The saves go on (the WAL only grows): said once per streak.
+                if not failing:
+                    log.warning("copying the WAL into %s failed (retrying): %s", self.path, exc)
+                failing = True
+            else:
+                failing = False
 
     # ---- introspection (tests, /metrics) ----------------------------------------------------
 
@@ -267,6 +318,10 @@ async def _in_db_thread(db: aiosqlite.Connection, fn: Callable[[sqlite3.Connecti
     conn = db._conn
     execute = cast(Callable[[Callable[[], T]], Awaitable[T]], db._execute)
     return await execute(lambda: fn(conn))
+
+
+def _checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def _transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
@@ -361,6 +416,7 @@ def _open_sync(
         raise StorageCorrupt(f"cannot switch {data_dir / FILE_NAME} to WAL (got {mode!r})")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT_BYTES}")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # SqliteStorage._checkpoints does it
     version = _schema_version(conn)
     migrated = False
     if version is None:

@@ -538,3 +538,29 @@ async def test_the_log_behind_a_snapshot_is_deleted_in_batches_of_bounded_bytes(
     assert deleted[0] == 32 and set(deleted[1:]) == {2, 1} and sum(deleted) == 59
     assert _sql(tmp_path, "SELECT min(idx) FROM log") == [(60,)]
     await s.close()
+
+
+async def test_the_wal_is_copied_by_the_checkpointer_never_inside_a_save(tmp_path: Path) -> None:
+    """A save never pays for a checkpoint (copying the WAL into the database
+    file and fsyncing it); the storage's own checkpointer does it."""
+    s = await SqliteStorage.open(tmp_path, 1, "ckpt", [1])
+    s._stop_checkpoints.set()  # no checkpointer for now
+    assert s._checkpoints_task is not None
+    await s._checkpoints_task
+    database = tmp_path / FILE_NAME
+    before = database.stat().st_size
+    for n in range(8):  # 8 MiB of entries: SQLite's own checkpoint would run at 4 MiB
+        first = 1 + n * 16
+        await s.save(
+            HardState(1, 1, first + 15),
+            None,
+            [_e(i, 1, 64 * 1024) for i in range(first, first + 16)],
+        )
+    assert database.stat().st_size - before < 1024 * 1024
+    s._stop_checkpoints.clear()
+    s._start_checkpoints()
+    deadline = time.monotonic() + 10
+    while database.stat().st_size - before < 8 * 1024 * 1024:
+        assert time.monotonic() < deadline, "the checkpointer copied nothing in 10 s"
+        await asyncio.sleep(0.05)
+    await s.close()
