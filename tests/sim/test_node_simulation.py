@@ -259,14 +259,16 @@ def test_send_before_save_loses_an_acknowledged_write_when_the_leader_follows() 
     # mix the leader crashes right after a follower lost a save whose append
     # it had already acknowledged, so nobody is left to notice: the next
     # majority elects without the entry and a write acknowledged to a
-    # client is gone (seeds 3 and 11 of the first 25 today).
+    # client is gone. Rare, and where it falls moves with any change to the
+    # node's timing: seeds 3 and 11 of the first 25 once, seed 168 the first
+    # of 200 now (0.3 s a seed; the search stops at the first found).
     found: str | None = None
-    for seed in range(40):
+    for seed in range(200):
         try:
             run_seed(seed, "amnesia", "send_before_save")
         except Violation as v:
             if any(kind in str(v) for kind in SAFETY):
                 found = str(v)
                 break
-    assert found is not None, "send_before_save: no safety violation in 40 amnesia seeds"
+    assert found is not None, "send_before_save: no safety violation in 200 amnesia seeds"
     print(f"send_before_save as a safety violation, seed {seed}: {found[:300]}")
