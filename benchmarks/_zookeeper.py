@@ -67,7 +67,7 @@ def four_letter_word(port: int, word: str, timeout_s: float = 1.0) -> str:
     with socket.create_connection((HOST, port), timeout=timeout_s) as s:
         s.sendall(word.encode())
         chunks = []
-        while True:
+        for _ in range(10_000):  # bounded: an answer is a few KiB at most
             chunk = s.recv(65536)
             if not chunk:
                 break

@@ -79,11 +79,9 @@ from _common import (
     save_results,
     stop_process,
 )
+from _zookeeper import ZK_CFG, ZK_JAR, ZK_LOG_JAR, ZK_NOP_JAR, four_letter_word
 
 HERE = Path(__file__).resolve().parent
-ZK_JAR = Path("/usr/share/java/zookeeper.jar")
-ZK_LOG_JAR = Path("/usr/share/java/slf4j-simple.jar")
-ZK_NOP_JAR = Path("/usr/share/java/slf4j-nop.jar")
 EVENT_LINES_MAX = 1_000_000  # the instrumented server stops logging beyond this
 NEVER_SNAPSHOT = 1_000_000_000  # --snapshot-entries that no run reaches
 
@@ -786,17 +784,7 @@ def restart_record(
 
 # ---- ZooKeeper --------------------------------------------------------------------------------
 
-ZK_CFG = """\
-tickTime=2000
-dataDir={data}
-clientPort={port}
-clientPortAddress={host}
-forceSync=yes
-maxClientCnxns=0
-admin.enableServer=false
-4lw.commands.whitelist=srvr,mntr,ruok
-"""
-
+ZK_TICK_MS = 2000
 # The tree builder for ZooKeeper, compiled into the temp dir at run time.
 ZK_BUILD_JAVA = r"""import java.nio.charset.StandardCharsets;
 import java.util.HashMap;
@@ -875,24 +863,10 @@ public final class ZkBigTree {
 """
 
 
-def four_letter_word(port: int, word: str, timeout_s: float = 2.0) -> str:
-    import socket
-
-    with socket.create_connection((HOST, port), timeout=timeout_s) as s:
-        s.sendall(word.encode())
-        chunks = []
-        for _ in range(10_000):  # bounded: the answer is a few hundred bytes
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
-
-
 def zk_node_count(port: int) -> int | None:
     """ZooKeeper's own count of znodes, or None while it does not serve."""
     try:
-        text = four_letter_word(port, "srvr")
+        text = four_letter_word(port, "srvr", timeout_s=2.0)
     except OSError:
         return None
     m = re.search(r"Node count: (\d+)", text)
@@ -914,7 +888,10 @@ class ZooKeeper:
         data = self.workdir / "zk-data"
         data.mkdir(exist_ok=True)
         cfg = self.workdir / "zk.cfg"
-        cfg.write_text(ZK_CFG.format(data=data, port=self.port, host=HOST))
+        # A standalone server: no other member in the config.
+        cfg.write_text(
+            ZK_CFG.format(tick_ms=ZK_TICK_MS, data=data, client=self.port, host=HOST, servers="")
+        )
         cp = str(ZK_JAR) + (f":{ZK_LOG_JAR}" if ZK_LOG_JAR.is_file() else "")
         self.starts += 1
         self.log = open(self.workdir / f"zk-{self.starts}.log", "wb")  # noqa: SIM115
