@@ -277,6 +277,26 @@ def raise_nofile(needed: int) -> tuple[int, int]:
     return soft, hard
 
 
+def take_response(buf: bytes) -> tuple[int, bytes, bytes] | None:
+    """The first whole HTTP/1.1 response at the front of ``buf`` (its body
+    sized by Content-Length, none meaning empty): (status, body, the bytes
+    after it), or None while part of it has yet to arrive. For the raw load
+    clients, which parse no more than that."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buf[:end]
+    length = 0
+    i = head.lower().find(b"\r\ncontent-length:")
+    if i >= 0:
+        j = head.find(b"\r\n", i + 2)
+        length = int(head[i + 17 : j if j >= 0 else len(head)])
+    total = end + 4 + length
+    if len(buf) < total:
+        return None
+    return int(head[9:12]), buf[end + 4 : total], buf[total:]
+
+
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list (0 if empty)."""
     if not sorted_values:

@@ -78,6 +78,7 @@ from _common import (
     process_cpu_ticks,
     save_results,
     stop_process,
+    take_response,
 )
 from _zookeeper import ZK_CFG, ZK_JAR, ZK_LOG_JAR, ZK_NOP_JAR, four_letter_word
 
@@ -260,23 +261,13 @@ class HttpConn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        got = take_response(buf)
+        if got is None:
             self.buf = buf
             return
-        head = buf[:end]
-        length = 0
-        i = head.lower().find(b"\r\ncontent-length:")
-        if i >= 0:
-            j = head.find(b"\r\n", i + 2)
-            length = int(head[i + 17 : j if j >= 0 else len(head)])
-        total = end + 4 + length
-        if len(buf) < total:
-            self.buf = buf
-            return
-        self.buf = buf[total:]
+        status, body, self.buf = got
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result((int(head[9:12]), buf[end + 4 : total]))
+            self.waiter.set_result((status, body))
 
     async def request(self, data: bytes) -> tuple[int, bytes]:
         if self.lost is not None:

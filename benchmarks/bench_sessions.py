@@ -77,6 +77,7 @@ from _common import (
     raise_nofile,
     save_results,
     stop_process,
+    take_response,
 )
 
 # ---- /proc and limits ------------------------------------------------------------------
@@ -133,23 +134,11 @@ class Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf + data if self.buf else data
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
+        got = take_response(buf)
+        if got is None:
             self.buf = buf
             return
-        head = buf[:end]
-        length = 0
-        i = head.lower().find(b"\r\ncontent-length:")
-        if i >= 0:
-            j = head.find(b"\r\n", i + 2)
-            length = int(head[i + 17 : j if j >= 0 else len(head)])
-        total = end + 4 + length
-        if len(buf) < total:
-            self.buf = buf
-            return
-        self.buf = buf[total:]
-        status = int(head[9:12])
-        body = buf[end + 4 : total]
+        status, body, self.buf = got
         self.busy = False
         on_done = self.on_done
         assert on_done is not None
