@@ -8,6 +8,7 @@ import fcntl
 import gc
 import logging
 import os
+import secrets
 import socket
 import sqlite3
 import sys
@@ -301,6 +302,14 @@ register_client_commands(main)  # get, set, create, ls, ... (httpcoord/cli_clien
     help="comment line sent on idle SSE streams",
 )
 @click.option(
+    "--read-workers",
+    show_envvar=True,
+    envvar="HTTPCOORD_READ_WORKERS",
+    type=click.IntRange(0, 256),
+    default=0,
+    help="processes beside the node that answer reads and watches on its port (one per spare core)",
+)
+@click.option(
     "--log-level",
     show_envvar=True,
     envvar="HTTPCOORD_LOG_LEVEL",
@@ -333,6 +342,7 @@ def serve(
     max_watchers_per_client: int,
     watch_buffer_events: int,
     sse_keepalive_ms: int,
+    read_workers: int,
     log_level: str,
 ) -> None:
     """Run one httpcoord node: a member of the cluster named by --peers, or a
@@ -386,14 +396,20 @@ def serve(
             election_ticks=election_ticks,
         ),
         peer_listen=peer_listen,
+        read_workers=read_workers,
     )
+    if read_workers and port == 0:
+        _fail("--read-workers needs a fixed --listen port (the workers listen on it too)")
     # Both startup failures a user can cause (a port already taken, a data dir
     # held by another process) end here as one line and exit 1, before the
     # node says it is serving: bind first (cheap), then look at the lock.
     try:
-        sockets = _bind(host, port)
+        sockets = _bind(host, port, reuse_port=read_workers > 0)
     except OSError as exc:
         _fail(f"cannot listen on {_host_port(host, port)}: {_reason(exc)}")
+    # The read workers reach this process on an abstract unix socket (no
+    # file to leave behind, no path length limit).
+    workers_socket = f"httpcoord-{os.getpid()}-{secrets.token_hex(4)}" if read_workers else None
     peer_sockets: list[socket.socket] = []
     if peer_listen is not None:
         try:
@@ -402,18 +418,7 @@ def serve(
             _fail(f"cannot listen for peers on {_host_port(*peer_listen)}: {_reason(exc)}")
     if _data_dir_held(data_dir):
         _fail(_held_message(data_dir))
-    loop_factory: Callable[[], asyncio.AbstractEventLoop]
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # uvloop is optional off Linux/macOS
-        loop_factory = asyncio.new_event_loop
-    # The tree is millions of long-lived objects: collect the young generation
-    # less often (the default 700 allocations made GC ~7% of a write's CPU).
-    gc.set_threshold(50_000, 20, 20)
-    loop = loop_factory()
-    asyncio.set_event_loop(loop)
+    loop = _new_loop()
     bound = ", ".join(_host_port(*s.getsockname()[:2]) for s in sockets)
 
     def announce(*_: object) -> None:
@@ -431,7 +436,7 @@ def serve(
             peers_note,
         )
 
-    app = create_app(config, peer_sockets)
+    app = create_app(config, peer_sockets, workers_socket)
     try:
         # run_app turns SIGINT and SIGTERM into a graceful shutdown: the
         # listener closes, the commit loop finishes its batch, the log is
@@ -439,6 +444,7 @@ def serve(
         web.run_app(
             app,
             sock=sockets,
+            path=None if workers_socket is None else "\0" + workers_socket,
             loop=loop,
             print=announce,
             access_log=None,
@@ -475,6 +481,45 @@ def serve(
     os._exit(0)
 
 
+@main.command("read-worker", hidden=True)
+@click.option("--host", required=True)
+@click.option("--port", type=int, required=True)
+@click.option("--settings", "settings_json", required=True, help="WorkerSettings as JSON")
+def read_worker(host: str, port: int, settings_json: str) -> None:
+    """A read worker of the node listening on HOST:PORT (started by the node
+    itself: see httpcoord.workers)."""
+    from httpcoord.workers.worker import WorkerSettings, serve_worker
+
+    settings = WorkerSettings.from_json(settings_json)
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s %(levelname)s %(name)s[worker {settings.worker_id}]: %(message)s",
+    )
+    loop = _new_loop()
+    try:
+        loop.run_until_complete(serve_worker(settings, lambda: _bind(host, port, True)))
+    except OSError as exc:
+        _fail(f"read worker {settings.worker_id} stopped: {exc}")
+    finally:
+        loop.close()
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    loop_factory: Callable[[], asyncio.AbstractEventLoop]
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # uvloop is optional off Linux/macOS
+        loop_factory = asyncio.new_event_loop
+    # The tree is millions of long-lived objects: collect the young generation
+    # less often (the default 700 allocations made GC ~7% of a write's CPU).
+    gc.set_threshold(50_000, 20, 20)
+    loop = loop_factory()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
 def _ids(peers: dict[int, str]) -> str:
     return ",".join(str(i) for i in sorted(peers))
 
@@ -494,10 +539,11 @@ def _reason(exc: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-def _bind(host: str, port: int) -> list[socket.socket]:
+def _bind(host: str, port: int, reuse_port: bool = False) -> list[socket.socket]:
     """Listening sockets for every address ``host`` resolves to (as aiohttp's
     own TCP site would open), bound before the node opens its data dir, so a
-    port in use is reported before recovery and before "serving"."""
+    port in use is reported before recovery and before "serving".
+    ``reuse_port``: the node's read workers listen on the same address."""
     infos = socket.getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
     )
@@ -511,6 +557,8 @@ def _bind(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 # "localhost" gives ::1 and 127.0.0.1: each gets its own socket.
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)

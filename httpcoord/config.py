@@ -38,6 +38,9 @@ class Config:
     # The peer listener (Raft traffic, forwarded writes); None: a cluster of
     # one that listens to no peers.
     peer_listen: tuple[str, int] | None = None
+    # Processes beside this one that answer reads and watches on the same
+    # port (httpcoord.workers); 0: this process answers everything.
+    read_workers: int = 0
 
 
 def parse_peers(value: str) -> dict[int, str]:

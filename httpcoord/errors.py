@@ -177,3 +177,15 @@ ALL_ERRORS: tuple[type[CoordError], ...] = (
     ZxidNotReached,
     DiskFull,
 )
+
+
+_BY_CODE: dict[str, type[CoordError]] = {cls.code: cls for cls in ALL_ERRORS}
+
+
+def error_from_problem(problem: object) -> CoordError | None:
+    """A problem document another node (or process) answered, as the error it
+    names: an unknown code is Unavailable (nothing is known to be done)."""
+    if type(problem) is not dict:
+        return None
+    cls = _BY_CODE.get(str(problem.get("code")), Unavailable)
+    return cls(str(problem.get("detail", "")))

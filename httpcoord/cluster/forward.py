@@ -28,13 +28,11 @@ import orjson
 from httpcoord.cluster.driver import Transport
 from httpcoord.cluster.transport import OutcomeUnknown as PeerOutcomeUnknown
 from httpcoord.cluster.transport import PeerCallFailed, PeerUnavailable
-from httpcoord.errors import ALL_ERRORS, CoordError, OutcomeUnknown, Unavailable
+from httpcoord.errors import CoordError, OutcomeUnknown, Unavailable, error_from_problem
 
 log = logging.getLogger(__name__)
 
 PROPOSE_PATH = "/peer/v1/propose"
-
-_ERRORS_BY_CODE = {cls.code: cls for cls in ALL_ERRORS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,22 +136,17 @@ class Forwarder:
             if type(answer) is list and len(answer) == 2:
                 future.set_result((int(answer[0]), int(answer[1])))
             else:
-                future.set_exception(_problem_error(answer) or OutcomeUnknown("unreadable answer"))
+                future.set_exception(
+                    error_from_problem(answer) or OutcomeUnknown("unreadable answer")
+                )
 
 
 def _refusal(body: bytes) -> CoordError | None:
     """A problem document from the leader, as the error it names."""
     try:
-        return _problem_error(orjson.loads(body))
+        return error_from_problem(orjson.loads(body))
     except orjson.JSONDecodeError:
         return None
-
-
-def _problem_error(problem: object) -> CoordError | None:
-    if type(problem) is not dict:
-        return None
-    cls = _ERRORS_BY_CODE.get(str(problem.get("code")), Unavailable)
-    return cls(str(problem.get("detail", "")))
 
 
 def encode_answers(answers: list[Placed | CoordError]) -> bytes:

@@ -163,7 +163,7 @@ class ClusterConfig:
 Outcome = TxnResult | CoordError | None  # None: a no-op or membership entry
 
 
-class _Waiters:
+class Waiters:
     """Futures waiting for a counter (applied index or zxid) to reach a value."""
 
     def __init__(self) -> None:
@@ -209,6 +209,7 @@ EventListener = Callable[[int, list[Event]], None]
 
 
 class Node:
+    worker_id = 0  # the node's own process, not one of its read workers
     # The loop around the core: a class attribute so that a test can plant a
     # wrong driver in a subclass (tests/sim/node_bugs.py).
     driver_cls: type[Driver] = Driver
@@ -264,8 +265,8 @@ class Node:
         self._stamp_floor_term = 0  # the term whose log the floor was raised from
         self._index_waiters: dict[int, list[tuple[int, asyncio.Future[Outcome]]]] = {}
         self._recent: deque[tuple[int, int, Outcome]] = deque(maxlen=limits.recent_outcomes_max)
-        self._applied_waiters = _Waiters()
-        self._zxid_waiters = _Waiters()
+        self._applied_waiters = Waiters()
+        self._zxid_waiters = Waiters()
         self._pending_bytes = 0
         # Txns this node encoded as leader, by their encoding: applied
         # without decoding them again. Same bytes, same txn, so a hit is
@@ -287,6 +288,9 @@ class Node:
         # Called with the reason when this node must stop serving for good
         # (it lost entries it had acknowledged): the server exits non-zero.
         self.fatal_listeners: list[Callable[[str], None]] = []
+        # Called with each committed txn's bytes, in log order, as it is
+        # applied (failed ones too): the read workers' feed (httpcoord.workers).
+        self.txn_taps: list[Callable[[bytes], None]] = []
         self.snapshots_taken = 0
         self.snapshots_installed = 0  # received from the leader
 
@@ -603,6 +607,8 @@ class Node:
                     outcome = result
                     self._track_sessions(txn)
                     history.append(result.zxid, events)
+                for tap in self.txn_taps:
+                    tap(e.data)
             self._recent.append((e.index, e.term, outcome))
             waiting = self._index_waiters.pop(e.index, None)
             if waiting:
@@ -878,6 +884,10 @@ class Node:
 
     def exists(self, path: str) -> bool:
         return self._tree.exists(path)
+
+    def tree_view(self) -> TreeView:
+        """The tree as it is now, unchanged by later applies (copy-on-write)."""
+        return self._tree.view()
 
     def session(self, session_id: str) -> Session | None:
         return self._tree.sessions.get(session_id)

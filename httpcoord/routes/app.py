@@ -27,15 +27,16 @@ from httpcoord.cluster.transport import PeerTransport, TransportLimits
 from httpcoord.config import Config
 from httpcoord.routes import cluster as cluster_routes
 from httpcoord.routes import meta, multi, nodes, peer_rpc, sessions, watch
-from httpcoord.routes.keys import CONFIG, HUB, NODE
+from httpcoord.routes.keys import CONFIG, HUB, NODE, READS
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.watch.hub import WatchHub
+from httpcoord.workers import feed
+from httpcoord.workers.supervisor import Supervisor
+from httpcoord.workers.worker import WorkerSettings
 
 # Room for headers and framing above the largest accepted body; the handlers
 # enforce the exact per-route limits themselves.
 _BODY_SLACK_BYTES = 64 * 1024
-# Keepalives go out within 1/8 of a period of falling due, spread over time.
-_SWEEPS_PER_KEEPALIVE = 8
 
 
 PEER_SOCKETS = web.AppKey("peer_sockets", tuple)
@@ -71,9 +72,13 @@ _PEER_HTTP_LOG = logging.getLogger("httpcoord.peer.http")
 _PEER_HTTP_LOG.addFilter(_OncePerInterval(10.0))
 
 
-def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> web.Application:
+def create_app(
+    config: Config, peer_sockets: Sequence[socket.socket] = (), workers_socket: str | None = None
+) -> web.Application:
     """``peer_sockets``: the peer listener already bound by the caller (so a
-    port in use is reported before anything starts); else it is bound here."""
+    port in use is reported before anything starts); else it is bound here.
+    ``workers_socket``: the abstract unix socket (name without its NUL) the
+    caller serves this app on for its read workers, when it has any."""
     body_max = max(config.limits.data_bytes_max, config.limits.request_bytes_max)
     app = web.Application(
         middlewares=[problems_middleware], client_max_size=body_max + _BODY_SLACK_BYTES
@@ -82,6 +87,9 @@ def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> we
     app[PEER_SOCKETS] = tuple(peer_sockets)
     app[FATAL] = []
     app.cleanup_ctx.append(_node_lifecycle)
+    if config.read_workers:
+        assert workers_socket is not None, "read workers need the node's unix socket"
+        app.cleanup_ctx.append(functools.partial(_workers_lifecycle, socket_name=workers_socket))
     app.on_shutdown.append(_end_watches)
     app.add_routes(nodes.routes)
     app.add_routes(multi.routes)
@@ -89,7 +97,30 @@ def create_app(config: Config, peer_sockets: Sequence[socket.socket] = ()) -> we
     app.add_routes(watch.routes)
     app.add_routes(meta.routes)
     app.add_routes(cluster_routes.routes)
+    app.add_routes(feed.routes)  # answered on the unix socket only
     return app
+
+
+async def _workers_lifecycle(app: web.Application, socket_name: str) -> AsyncIterator[None]:
+    """After the node opened (the cleanup contexts run in order): its read
+    workers; before it closes (in reverse): their stop."""
+    config = app[CONFIG]
+    settings = [
+        WorkerSettings(
+            worker_id=i,
+            node_id=config.cluster.node_id,
+            socket=socket_name,
+            limits=config.limits,
+            request_timeout_ms=config.node.request_timeout_ms,
+            watch_history_events=config.node.watch_history_events,
+            watch_history_bytes=config.node.watch_history_bytes,
+        )
+        for i in range(1, config.read_workers + 1)
+    ]
+    supervisor = Supervisor(config.host, config.port, settings)
+    supervisor.start()
+    yield
+    await supervisor.stop()
 
 
 def _stop_serving(app: web.Application, reason: str) -> None:
@@ -120,6 +151,7 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     # future garbage collection pass.
     gc.freeze()
     app[NODE] = node
+    app[READS] = node
     hub = WatchHub(
         node.history, config.limits.watchers_per_client_max, config.limits.watch_queue_events_max
     )
@@ -132,7 +164,7 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     app[meta.REGISTRY] = meta.metrics_registry(node, hub)
     peer_runner = await _start_peer_listener(config, node, app[PEER_SOCKETS])
     node.start()
-    sweeper = asyncio.create_task(_sweep_watches(hub, config.limits.sse_keepalive_ms / 1000))
+    sweeper = asyncio.create_task(hub.sweep_forever(config.limits.sse_keepalive_ms / 1000))
     yield
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -187,10 +219,3 @@ async def _start_peer_listener(
         await web.TCPSite(runner, host, port).start()
     await transport.start()
     return runner
-
-
-async def _sweep_watches(hub: WatchHub, keepalive_s: float) -> None:
-    loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(keepalive_s / _SWEEPS_PER_KEEPALIVE)
-        hub.sweep(loop.time(), keepalive_s)

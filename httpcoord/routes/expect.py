@@ -15,7 +15,7 @@ from aiohttp import HttpVersion11, web
 
 from httpcoord.config import Limits
 from httpcoord.errors import PayloadTooLarge
-from httpcoord.routes.keys import CONFIG, NODE, ZXID_HEADER
+from httpcoord.routes.keys import CONFIG, READS, ZXID_HEADER
 from httpcoord.routes.problems import problem_response
 
 ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
@@ -32,7 +32,7 @@ def expect_body_within(body_max: Callable[[Limits], int]) -> ExpectHandler:
                 f"body of {declared} bytes exceeds the limit of {limit}", limit=limit
             )
             response = problem_response(exc)
-            response.headers[ZXID_HEADER] = str(request.app[NODE].zxid)
+            response.headers[ZXID_HEADER] = str(request.app[READS].zxid)
             response.force_close()  # the declared body is never read
             return response
         # What aiohttp does by default (its helper is private): go ahead.

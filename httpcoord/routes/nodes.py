@@ -7,7 +7,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from httpcoord.routes.expect import expect_body_within
-from httpcoord.routes.keys import CONFIG, NODE
+from httpcoord.routes.keys import CONFIG, NODE, READS
 from httpcoord.routes.params import (
     flag,
     integer,
@@ -42,7 +42,7 @@ async def get_node(request: web.Request) -> web.Response:
     q = query(request, _GET_PARAMS)
     path = znode_path(request, max_length=limits.path_length_max)
     await read_barrier(request, q)
-    node = request.app[NODE].get(path)
+    node = request.app[READS].get(path)
     stat = node.stat()
     if flag(q, "raw"):
         return web.Response(
@@ -61,7 +61,7 @@ async def head_node(request: web.Request) -> web.Response:
     q = query(request, _HEAD_PARAMS)
     path = znode_path(request, max_length=request.app[CONFIG].limits.path_length_max)
     await read_barrier(request, q)
-    stat = request.app[NODE].get(path).stat()
+    stat = request.app[READS].get(path).stat()
     return web.Response(headers=stat_headers(stat))
 
 

@@ -9,7 +9,6 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from httpcoord.cluster.node import Node
 from httpcoord.errors import (
     BadArguments,
     CoordError,
@@ -17,7 +16,14 @@ from httpcoord.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from httpcoord.routes.keys import LEADER_HEADER, NODE, NODE_HEADER, ZXID_HEADER
+from httpcoord.routes.keys import (
+    LEADER_HEADER,
+    NODE_HEADER,
+    READS,
+    WORKER_HEADER,
+    ZXID_HEADER,
+    ReadSource,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +37,12 @@ _HTTP_TO_ERROR: dict[int, type[CoordError]] = {
 }
 
 
-def node_headers(node: Node) -> dict[str, str]:
+def node_headers(node: ReadSource) -> dict[str, str]:
     """Which node answered and which one leads: a client (or an operator with
     curl) sees where it is without another request."""
     headers = {NODE_HEADER: str(node.node_id)}
+    if node.worker_id:
+        headers[WORKER_HEADER] = str(node.worker_id)
     if node.leader_id:
         headers[LEADER_HEADER] = str(node.leader_id)
     return headers
@@ -86,7 +94,7 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         log.exception("unhandled error in %s %s", request.method, request.path)
         response = problem_response(CoordError())
     if not response.prepared:
-        node = request.app[NODE]
+        node = request.app[READS]
         headers = response.headers
         if ZXID_HEADER not in headers:
             headers[ZXID_HEADER] = str(node.zxid)

@@ -17,7 +17,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from httpcoord.errors import BadArguments
-from httpcoord.routes.keys import NODE
+from httpcoord.routes.keys import READS
 from httpcoord.routes.params import parse_int
 
 CONSISTENCY = "consistency"
@@ -32,7 +32,7 @@ async def read_barrier(request: web.Request, q: MultiMapping[str]) -> None:
     min_zxid = min_zxid_of(request)
     linearizable = level == "linearizable"
     if linearizable or min_zxid is not None:
-        await request.app[NODE].barrier(linearizable, min_zxid)
+        await request.app[READS].barrier(linearizable, min_zxid)
 
 
 def min_zxid_of(request: web.Request) -> int | None:

@@ -17,7 +17,7 @@ import orjson
 from aiohttp import web
 
 from httpcoord.errors import BadArguments
-from httpcoord.routes.keys import CONFIG, HUB, NODE, ZXID_HEADER
+from httpcoord.routes.keys import CONFIG, HUB, READS, ZXID_HEADER
 from httpcoord.routes.params import flag, parse_int, query, znode_path
 from httpcoord.routes.problems import node_headers
 from httpcoord.routes.render import encode_data
@@ -93,7 +93,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
     since = _since(request)
     sse = "text/event-stream" in request.headers.get("Accept", "")
     timeout = _timeout(request)  # checked for SSE too, where it is not used
-    node = request.app[NODE]
+    node = request.app[READS]
     if since is not None and since > node.zxid:
         # Resumed here with an id another node gave: replay only once this
         # node has applied it, so nothing is missed and nothing repeated.
@@ -119,10 +119,10 @@ async def _long_poll(
     events = [event_json(e, with_data) for d in deliveries for e in d.events]
     # Everything up to "zxid" that matches was delivered: the next since. An
     # overflowed watcher got less than all, so it resumes from what it got.
-    zxid = sub.last_zxid if sub.overflowed else request.app[NODE].zxid
+    zxid = sub.last_zxid if sub.overflowed else request.app[READS].zxid
     body = {"events": events, "zxid": zxid, "truncated": sub.overflowed}
     response = web.Response(body=orjson.dumps(body), content_type="application/json")
-    response.headers[ZXID_HEADER] = str(request.app[NODE].zxid)
+    response.headers[ZXID_HEADER] = str(request.app[READS].zxid)
     return response
 
 
@@ -132,9 +132,9 @@ async def _stream(request: web.Request, sub: Subscriber, with_data: bool) -> web
             "Content-Type": "text/event-stream",
             "Cache-Control": "no-cache",
             "X-Accel-Buffering": "no",  # proxies: do not buffer the stream
-            ZXID_HEADER: str(request.app[NODE].zxid),
+            ZXID_HEADER: str(request.app[READS].zxid),
             # The middleware cannot add these to a response already started.
-            **node_headers(request.app[NODE]),
+            **node_headers(request.app[READS]),
         }
     )
     await response.prepare(request)

@@ -24,6 +24,9 @@ from httpcoord.tree.paths import ROOT, ancestors
 from httpcoord.tree.tree import Event
 from httpcoord.watch.history import History
 
+# Keepalives go out within 1/8 of a period of falling due, spread over time.
+_SWEEPS_PER_KEEPALIVE = 8
+
 
 @dataclass(slots=True)
 class Delivery:
@@ -180,6 +183,13 @@ class WatchHub:
                 for sub in subs:
                     sub.overflowed = True
                     sub.wake()
+
+    async def sweep_forever(self, keepalive_s: float) -> None:
+        """``sweep`` within 1/8 of a keepalive period of each falling due."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(keepalive_s / _SWEEPS_PER_KEEPALIVE)
+            self.sweep(loop.time(), keepalive_s)
 
     def sweep(self, now_s: float, keepalive_s: float) -> None:
         """Run every fraction of the keepalive period, for SSE streams: wake

@@ -28,6 +28,7 @@ import pytest
 import requests
 import schemathesis
 import yaml
+from aiohttp.web_urldispatcher import AbstractResource
 from hypothesis import HealthCheck, assume, seed, settings
 from openapi_spec_validator import validate
 from pydantic import BaseModel
@@ -44,6 +45,7 @@ from httpcoord import errors
 from httpcoord.config import Config
 from httpcoord.routes import models
 from httpcoord.routes.app import create_app
+from httpcoord.workers import feed
 from tests.integration.cluster import start_cluster
 from tests.integration.conftest import ServerProcess, start_server
 
@@ -300,9 +302,11 @@ def test_error_codes_are_the_closed_set() -> None:
 
 
 def _route_methods() -> dict[str, set[str]]:
-    """The spec paths and methods the router serves (automatic HEADs aside)."""
+    """The spec paths and methods the router serves (automatic HEADs aside;
+    the read workers' internal routes, answered on the node's unix socket
+    only, aside)."""
     app = create_app(Config())
-    routes = list(app.router.routes())
+    routes = [r for r in app.router.routes() if not r.resource or not _internal(r.resource)]
     handlers = {(r.resource.canonical, r.method): r.handler for r in routes if r.resource}
     served: dict[str, set[str]] = {}
     for (canonical, method), handler in handlers.items():
@@ -314,6 +318,10 @@ def _route_methods() -> dict[str, set[str]]:
         for path in paths:
             served.setdefault(path, set()).add(method.lower())
     return served
+
+
+def _internal(resource: AbstractResource) -> bool:
+    return resource.canonical.startswith(feed.INTERNAL_PREFIX)
 
 
 def test_spec_paths_are_the_routes() -> None:
