@@ -208,6 +208,16 @@ TransportFactory = Callable[["Node"], Transport]
 EventListener = Callable[[int, list[Event]], None]
 
 
+def publish(listeners: list[EventListener], zxid: int, events: list[Event]) -> None:
+    """Hand an applied txn's events to each listener (the watch hub). The
+    txn is durable and applied: a listener's bug must not stop the loop."""
+    for listener in listeners:
+        try:
+            listener(zxid, events)
+        except Exception:
+            log.exception("event listener failed at zxid %d", zxid)
+
+
 class Node:
     worker_id = 0  # the node's own process, not one of its read workers
     # The loop around the core: a class attribute so that a test can plant a
@@ -624,12 +634,7 @@ class Node:
                     else:
                         future.set_result(outcome)
             if isinstance(outcome, TxnResult):
-                for listener in self.listeners:
-                    # Durable and applied: a watcher's bug must not stop the loop.
-                    try:
-                        listener(outcome.zxid, events)
-                    except Exception:
-                        log.exception("event listener failed at zxid %d", outcome.zxid)
+                publish(self.listeners, outcome.zxid, events)
         self._applied_waiters.release(self.applied_index)
         self._zxid_waiters.release(tree.zxid)
         self._maybe_activate_sessions()

@@ -27,6 +27,7 @@ from httpcoord.watch.hub import Delivery, Subscriber
 routes = web.RouteTableDef()
 
 WATCH_PREFIX = "/v1/watch"
+WATCH_URL = WATCH_PREFIX + r"{path:(/[\s\S]*)?}"
 _PARAMS = frozenset({"since", "recursive", "data", "timeout"})
 _DEFAULT_TIMEOUT_S = 30.0
 _SSE_RETRY_MS = 1000
@@ -84,7 +85,7 @@ def _timeout(request: web.Request) -> float:
     return value
 
 
-@routes.get(WATCH_PREFIX + r"{path:(/[\s\S]*)?}", allow_head=False)
+@routes.get(WATCH_URL, allow_head=False)
 async def watch(request: web.Request) -> web.StreamResponse:
     limits = request.app[CONFIG].limits
     q = query(request, _PARAMS)

@@ -15,19 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import logging
 from collections.abc import Awaitable, Callable
 
-from httpcoord.cluster.node import NodeLimits, Waiters
+from httpcoord.cluster.node import EventListener, NodeLimits, Waiters, publish
 from httpcoord.errors import CoordError, ZxidNotReached
-from httpcoord.tree.tree import Event, Tree
 from httpcoord.tree.tree import Node as Znode
+from httpcoord.tree.tree import Tree
 from httpcoord.tree.txn import decode_txn
 from httpcoord.watch.history import History
 
-log = logging.getLogger(__name__)
-
-EventListener = Callable[[int, list[Event]], None]
 _GC_FREEZE_GROWTH_ZNODES = NodeLimits().gc_freeze_growth_znodes
 
 
@@ -74,11 +70,7 @@ class Replica:
             except CoordError:
                 continue  # it failed on the node too: nothing changed
             self.history.append(result.zxid, events)
-            for listener in self.listeners:
-                try:
-                    listener(result.zxid, events)
-                except Exception:
-                    log.exception("event listener failed at zxid %d", result.zxid)
+            publish(self.listeners, result.zxid, events)
         self._zxid_waiters.release(tree.zxid)
         if len(tree) - self._frozen_at_znodes >= _GC_FREEZE_GROWTH_ZNODES:
             gc.freeze()  # as the node does: keep the tree out of the collector's passes

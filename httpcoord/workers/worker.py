@@ -151,7 +151,7 @@ def create_worker_app(settings: WorkerSettings) -> web.Application:
     app.add_routes(
         [r for r in nodes.routes if isinstance(r, web.RouteDef) and r.method in ("GET", "HEAD")]
     )
-    app.router.add_get(watch.WATCH_PREFIX + r"{path:(/[\s\S]*)?}", _watch, allow_head=False)
+    app.router.add_get(watch.WATCH_URL, _watch, allow_head=False)
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy)
     return app
 
