@@ -8,7 +8,12 @@ the client is a small Java program on ZooKeeper's own client library,
 written to a temp dir and compiled with javac at run time: one session per
 client, one asynchronous request in flight per session, every latency kept
 (exact percentiles). Shared by bench_cluster.py (three servers) and
-bench_single_node.py (one, standalone).
+bench_single_node.py (one standalone server, and three).
+
+An ensemble of ``n`` servers on 127.0.0.1 is written by ``ensemble_servers``
+(one config, data dir and myid per member) and is settled, by
+``ensemble_settled``, when one leader has every follower synced and all
+members show the same zxid.
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self
 
-from _common import CLK_TCK, HOST, process_cpu_ticks, stop_process
+from _common import CLK_TCK, HOST, Server, free_port, process_cpu_ticks, stop_process
 
 ZK_JAR = Path("/usr/share/java/zookeeper.jar")
 ZK_LOG_JAR = Path("/usr/share/java/slf4j-simple.jar")  # server logs to stderr
@@ -106,6 +111,80 @@ def zk_version(port: int) -> str:
         v = zk_srvr(port).get("Zookeeper version", "")
         return v.split(",")[0].split("-")[0]
     return ""
+
+
+# ---- an ensemble on one machine --------------------------------------------------------
+
+
+def distinct_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1 (bounded tries)."""
+    ports: list[int] = []
+    for _ in range(50 * n):
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"could not find {n} free ports")
+
+
+def ensemble_servers(java: str, workdir: Path, n: int, tick_ms: int) -> list[tuple[Server, Path]]:
+    """``n`` ZooKeeper servers forming one ensemble on 127.0.0.1, not started:
+    for member i (1..n) a data dir ``zk<i>`` holding its myid, a config
+    ``zk<i>.cfg`` (ZK_CFG with every member's quorum and election ports) and a
+    log ``zk<i>.log``, all under ``workdir``. Returns (server, data dir) in
+    member order."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ports = distinct_ports(3 * n)
+    clients, quorum, election = ports[:n], ports[n : 2 * n], ports[2 * n :]
+    servers = "\n".join(f"server.{i + 1}={HOST}:{quorum[i]}:{election[i]}" for i in range(n))
+    out = []
+    for i in range(n):
+        data = workdir / f"zk{i + 1}"
+        data.mkdir(parents=True, exist_ok=True)
+        (data / "myid").write_text(f"{i + 1}\n")
+        cfg = workdir / f"zk{i + 1}.cfg"
+        cfg.write_text(
+            ZK_CFG.format(tick_ms=tick_ms, data=data, client=clients[i], host=HOST, servers=servers)
+        )
+        server = Server(
+            name="zookeeper",
+            port=clients[i],
+            argv=server_argv(java, cfg),
+            log_path=workdir / f"zk{i + 1}.log",
+            ready_path="",
+            fsync_metrics=("", ""),
+        )
+        out.append((server, data))
+    return out
+
+
+def zk_leader_port(ports: Iterable[int]) -> int | None:
+    """The client port of the member that says it leads; members that do not
+    answer are passed over."""
+    for port in ports:
+        with contextlib.suppress(OSError):
+            if zk_srvr(port).get("Mode") == "leader":
+                return port
+    return None
+
+
+def ensemble_settled(ports: list[int]) -> bool:
+    """One leader, every other member its synced follower, all at the same
+    zxid. Raises OSError (or KeyError, ValueError) when a member does not
+    answer yet: callers poll."""
+    views = {port: zk_srvr(port) for port in ports}
+    modes = sorted(v.get("Mode", "") for v in views.values())
+    if modes.count("leader") != 1 or modes.count("follower") != len(views) - 1:
+        return False
+    lead = next(port for port, v in views.items() if v["Mode"] == "leader")
+    if int(zk_mntr(lead)["zk_synced_followers"]) != len(views) - 1:
+        return False
+    # In a new epoch with no txn yet the followers still show the last zxid
+    # of the previous one: only a zxid with a counter part can be compared.
+    if int(views[lead]["Zxid"], 16) & 0xFFFFFFFF == 0:
+        return True
+    return len({v["Zxid"] for v in views.values()}) == 1
 
 
 # ---- the Java load client --------------------------------------------------------------

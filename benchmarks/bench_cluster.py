@@ -63,7 +63,6 @@ from _common import (
     RESULTS_DIR,
     Server,
     filesystem_type,
-    free_port,
     http_request,
     machine_ticks,
     process_cpu_ticks,
@@ -71,16 +70,16 @@ from _common import (
     stop_process,
 )
 from _zookeeper import (
-    ZK_CFG,
     ZK_JAR,
     ChildLines,
     compile_load_client,
+    distinct_ports,
     drive_load,
+    ensemble_servers,
+    ensemble_settled,
     load_client_argv,
-    server_argv,
     zk_fsync_counters,
-    zk_mntr,
-    zk_srvr,
+    zk_leader_port,
     zk_version,
 )
 from bench_single_node import b64, key_name, preload, smoke_check
@@ -661,32 +660,8 @@ class ZkCluster(Cluster):
 
     def __init__(self, workdir: Path, n: int, args: argparse.Namespace) -> None:
         super().__init__(workdir, n, args)
-        ports = distinct_ports(3 * n)
-        clients, quorum, election = ports[:n], ports[n : 2 * n], ports[2 * n :]
-        servers = "\n".join(f"server.{i + 1}={HOST}:{quorum[i]}:{election[i]}" for i in range(n))
-        for i in range(n):
-            data = self.workdir / f"zk{i + 1}"
-            data.mkdir(parents=True, exist_ok=True)
-            (data / "myid").write_text(f"{i + 1}\n")
-            cfg = self.workdir / f"zk{i + 1}.cfg"
-            cfg.write_text(
-                ZK_CFG.format(
-                    tick_ms=args.zk_tick_ms,
-                    data=data,
-                    client=clients[i],
-                    host=HOST,
-                    servers=servers,
-                )
-            )
-            argv = server_argv(args.java, cfg)
-            server = Server(
-                name="zookeeper",
-                port=clients[i],
-                argv=argv,
-                log_path=self.workdir / f"zk{i + 1}.log",
-                ready_path="",
-                fsync_metrics=("", ""),
-            )
+        members = ensemble_servers(args.java, self.workdir, n, args.zk_tick_ms)
+        for i, (server, data) in enumerate(members):
             self.members.append(Member(i + 1, server, data))
         self.classes = self.workdir / "client"
 
@@ -698,27 +673,11 @@ class ZkCluster(Cluster):
         return load_client_argv(self.args.java, self.classes, mode, **kw)
 
     def leader(self) -> Member | None:
-        for m in self.members:
-            if not m.alive():
-                continue
-            with contextlib.suppress(OSError):
-                if zk_srvr(m.port).get("Mode") == "leader":
-                    return m
-        return None
+        port = zk_leader_port(m.port for m in self.members if m.alive())
+        return next((m for m in self.members if m.port == port), None)
 
     def settled(self) -> bool:
-        views = {m.index: zk_srvr(m.port) for m in self.members}
-        modes = sorted(v.get("Mode", "") for v in views.values())
-        if modes.count("leader") != 1 or modes.count("follower") != len(views) - 1:
-            return False
-        lead = next(m for m in self.members if views[m.index]["Mode"] == "leader")
-        if int(zk_mntr(lead.port)["zk_synced_followers"]) != len(views) - 1:
-            return False
-        # In a new epoch with no txn yet the followers still show the last zxid
-        # of the previous one: only a zxid with a counter part can be compared.
-        if int(views[lead.index]["Zxid"], 16) & 0xFFFFFFFF == 0:
-            return True
-        return len({v["Zxid"] for v in views.values()}) == 1
+        return ensemble_settled([m.port for m in self.members])
 
     def fsync_counters(self, m: Member) -> tuple[float, float]:
         """Requests flushed to the txn log (summed batch sizes) and fsyncs."""
@@ -787,18 +746,6 @@ class ZkCluster(Cluster):
 
     def version(self) -> str:
         return zk_version(self.members[0].port)
-
-
-def distinct_ports(n: int) -> list[int]:
-    """``n`` distinct free ports on 127.0.0.1 (bounded tries)."""
-    ports: list[int] = []
-    for _ in range(50 * n):
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-        if len(ports) == n:
-            return ports
-    raise RuntimeError(f"could not find {n} free ports")
 
 
 # ---- measuring ------------------------------------------------------------------------------
