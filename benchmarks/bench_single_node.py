@@ -1,28 +1,34 @@
 #!/usr/bin/env python3
-"""Single-node speed: httpcoord beside the bare aiohttp server, etcd and
-ZooKeeper, same workloads, same run.
+"""Single-node speed: httpcoord beside the bare aiohttp server, etcd, a
+standalone ZooKeeper and a three-server ZooKeeper, same workloads, same run.
 
-Starts one server of each system on free 127.0.0.1 ports in temporary data
-dirs, preloads the same keys into each, then drives each in turn:
+Starts one server of each system (three for zookeeper3) on free 127.0.0.1
+ports in temporary data dirs, preloads the same keys into each, then drives
+each in turn:
 
   get   small reads of random preloaded keys
         httpcoord, bare, bare-fsync: GET /v1/nodes/bench/kNNNNN
         etcd:      POST /v3/kv/range (the v3 JSON gateway; linearizable, etcd's default)
-        zookeeper: getData
+        zookeeper, zookeeper3: getData
   put   small durable overwrites of random preloaded keys
         httpcoord: PUT /v1/nodes/bench/kNNNNN (answered after the log fsync)
         bare:      the same PUT answered from a dict (bare_server.py)
         bare-fsync: the same, answered after a group-committed fdatasync
         etcd:      POST /v3/kv/put
-        zookeeper: setData (forceSync=yes)
+        zookeeper, zookeeper3: setData (forceSync=yes)
+
+zookeeper is one standalone server; zookeeper3 an ensemble of three on this
+machine (the same config as bench_cluster.py's), its load client's sessions
+dealt round-robin over the three members, followers first.
 
 The HTTP systems are driven by wrk (keep-alive connections, a Lua script in
 benchmarks/lua/), ZooKeeper by the Java client of _zookeeper.py (one session
 per connection, one request in flight each). For each phase it reports
 requests/s, p50/p99 latency, failures (socket errors, timeouts and status >=
 400), the server's CPU milliseconds per 1,000 operations (utime+stime of the
-server process from /proc, the JVM's for ZooKeeper, sampled at the edges of
-the measured window), and for writes the writes per fsync. Beside each system
+server process from /proc, the JVM's for ZooKeeper, summed over the three
+JVMs for zookeeper3, sampled at the edges of the measured window), and for
+writes the writes per fsync (zookeeper3: the leader's). Beside each system
 it shows httpcoord's figure divided by that system's, and under the table
 which of issue 14's single-node targets the run met. The table goes to
 stdout, the same figures and every individual run to
@@ -30,6 +36,7 @@ benchmarks/results/single_node-<timestamp>.json.
 
     python benchmarks/bench_single_node.py --duration 10 --connections 64
 
+A whole default run (six systems, 10 s phases) takes about three minutes.
 Needs wrk; etcd and ZooKeeper (with a JDK) are run when installed (Debian:
 apt-get install -y wrk etcd-server zookeeper default-jdk-headless). Exits 2
 when a named system is missing, 1 when any request failed, 0 otherwise.
@@ -81,9 +88,12 @@ from _zookeeper import (
     ChildLines,
     compile_load_client,
     drive_load,
+    ensemble_servers,
+    ensemble_settled,
     load_client_argv,
     server_argv,
     zk_fsync_counters,
+    zk_leader_port,
     zk_srvr,
     zk_version,
 )
@@ -91,8 +101,10 @@ from _zookeeper import (
 HERE = Path(__file__).resolve().parent
 LUA_SCRIPT = HERE / "lua" / "kv.lua"
 INSTALL_HINT = "apt-get install -y wrk etcd-server etcd-client zookeeper default-jdk-headless"
-SYSTEMS = ("httpcoord", "bare", "bare-fsync", "etcd", "zookeeper")
-OPTIONAL = frozenset({"etcd", "zookeeper"})  # skipped when not installed, unless named
+SYSTEMS = ("httpcoord", "bare", "bare-fsync", "etcd", "zookeeper", "zookeeper3")
+# Skipped when not installed, unless named.
+OPTIONAL = frozenset({"etcd", "zookeeper", "zookeeper3"})
+ZK_MEMBERS = {"zookeeper": 1, "zookeeper3": 3}  # servers per ZooKeeper system
 WORKLOADS = ("get", "put")
 ZK_TICK_MS = 2000  # ZooKeeper's default tickTime
 
@@ -145,83 +157,129 @@ def etcd_server(workdir: Path, etcd: str) -> Server:
     )
 
 
-class ZkStandalone:
-    """One standalone ZooKeeper server (forceSync=yes, as bench_cluster.py
-    runs it) and the Java load client; it offers what ``measure`` needs of a
-    ``Server``."""
+class ZkSystem:
+    """ZooKeeper, forceSync=yes on the same ZK_CFG as bench_cluster.py, and
+    the Java load client; it offers what ``measure`` needs of a ``Server``.
+    With ``members`` 1 a standalone server (``zookeeper``); with 3 an ensemble
+    on 127.0.0.1 (``zookeeper3``) whose clients are dealt round-robin over
+    its members, followers first, as bench_cluster.py deals them."""
 
-    name = "zookeeper"
-
-    def __init__(self, workdir: Path, java: str, javac: str) -> None:
-        self.java, self.javac = java, javac
-        self.port = free_port()
-        data = workdir / "zookeeper-data"
-        data.mkdir(parents=True, exist_ok=True)
-        cfg = workdir / "zookeeper.cfg"
-        cfg.write_text(
-            ZK_CFG.format(tick_ms=ZK_TICK_MS, data=data, client=self.port, host=HOST, servers="")
-        )
-        self.server = Server(
-            name=self.name,
-            port=self.port,
-            argv=server_argv(java, cfg),
-            log_path=workdir / "zookeeper.log",
-            ready_path="",
-            fsync_metrics=("", ""),
-        )
-        self.classes = workdir / "zk-client"
+    def __init__(self, name: str, workdir: Path, java: str, javac: str, members: int) -> None:
+        self.name, self.java, self.javac = name, java, javac
+        if members == 1:
+            data = workdir / f"{name}-data"
+            data.mkdir(parents=True, exist_ok=True)
+            cfg = workdir / f"{name}.cfg"
+            port = free_port()
+            cfg.write_text(
+                ZK_CFG.format(tick_ms=ZK_TICK_MS, data=data, client=port, host=HOST, servers="")
+            )
+            self.servers = [
+                Server(
+                    name=name,
+                    port=port,
+                    argv=server_argv(java, cfg),
+                    log_path=workdir / f"{name}.log",
+                    ready_path="",
+                    fsync_metrics=("", ""),
+                )
+            ]
+        else:
+            ensemble = ensemble_servers(java, workdir / name, members, ZK_TICK_MS)
+            self.servers = [server for server, _ in ensemble]
+        self.classes = workdir / f"{name}-client"
+        # The member whose fsync counters are read: the only one, or the
+        # leader found before each measured window.
+        self.leader_port = self.servers[0].port
 
     @property
-    def pid(self) -> int:
-        return self.server.pid
+    def port(self) -> int:
+        return self.leader_port
+
+    @property
+    def pids(self) -> list[int]:
+        return [s.pid for s in self.servers]
+
+    def where(self) -> str:
+        if len(self.servers) == 1:
+            return f"pid {self.servers[0].pid}, port {self.port}"
+        members = ", ".join(f"pid {s.pid} port {s.port}" for s in self.servers)
+        return f"{members}; leader on port {self.leader_port}"
 
     def start(self) -> None:
         compile_load_client(self.javac, self.classes)
-        self.server.start()
+        for s in self.servers:
+            s.start()
+
+    def ready(self) -> bool:
+        ports = [s.port for s in self.servers]
+        if len(ports) == 1:
+            return zk_srvr(ports[0]).get("Mode") == "standalone"
+        return ensemble_settled(ports)
 
     def wait_ready(self, timeout: float) -> None:
+        """Until the server is up (an ensemble: settled, every member at the
+        leader's zxid); then note the leader."""
         deadline = time.monotonic() + timeout
         last = "no answer"
         while time.monotonic() < deadline:
-            proc = self.server.proc
-            assert proc is not None
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"zookeeper exited with {proc.returncode}:\n{self.server.log_tail()}"
-                )
+            for s in self.servers:
+                assert s.proc is not None
+                if s.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{self.name} server on port {s.port} exited with "
+                        f"{s.proc.returncode}:\n{s.log_tail()}"
+                    )
             try:
-                mode = zk_srvr(self.port).get("Mode")
-                if mode == "standalone":
+                if self.ready():
+                    self.leader_port = self.find_leader()
                     return
-                last = f"mode {mode}"
-            except OSError as exc:
+                last = "not settled"
+            except (OSError, KeyError, ValueError) as exc:
                 last = repr(exc)
             time.sleep(0.1)
-        raise RuntimeError(f"zookeeper not ready after {timeout}s ({last})")
+        raise RuntimeError(f"{self.name} not ready after {timeout}s ({last})")
+
+    def find_leader(self) -> int:
+        if len(self.servers) == 1:
+            return self.servers[0].port
+        port = zk_leader_port(s.port for s in self.servers)
+        if port is None:
+            raise RuntimeError(f"{self.name}: no member says it leads")
+        return port
 
     def stop(self) -> None:
-        self.server.stop()
+        for s in self.servers:
+            s.stop()
 
     def fsync_counters(self) -> tuple[float, float]:
-        return zk_fsync_counters(self.port)
+        return zk_fsync_counters(self.leader_port)
 
-    def client_argv(self, mode: str, **kw: object) -> list[str]:
-        servers = f"{HOST}:{self.port}"
-        return load_client_argv(self.java, self.classes, mode, servers=servers, **kw)
+    def client_argv(self, mode: str, servers: list[int], **kw: object) -> list[str]:
+        connect = ",".join(f"{HOST}:{p}" for p in servers)
+        return load_client_argv(self.java, self.classes, mode, servers=connect, **kw)
 
     def preload(self, keys: int, value_bytes: int, timeout: float) -> None:
-        with ChildLines(self.client_argv("preload", keys=keys, value=value_bytes)) as c:
+        """Through the leader; an ensemble then waits for its followers."""
+        argv = self.client_argv("preload", [self.leader_port], keys=keys, value=value_bytes)
+        with ChildLines(argv) as c:
             line = c.expect("PRELOADED", time.monotonic() + timeout)
         if "failed=0" not in line:
-            raise RuntimeError(f"zookeeper preload: {line}")
+            raise RuntimeError(f"{self.name} preload: {line}")
+        self.wait_ready(timeout)
 
     def run_load(
         self, workload: str, args: argparse.Namespace, seed: int, on_window: Callable[[str], None]
     ) -> tuple[dict[str, float], float]:
         """The client warms up itself, then calls ``on_window`` around the
-        measured window; one session per wrk connection."""
+        measured window; one session per wrk connection, client i on
+        member i mod n with the followers first (a single client talks to a
+        follower)."""
+        self.leader_port = self.find_leader()
+        order = [s.port for s in self.servers if s.port != self.leader_port] + [self.leader_port]
         argv = self.client_argv(
             "load",
+            order,
             op=workload,
             clients=args.connections,
             warmup=args.warmup,
@@ -231,10 +289,30 @@ class ZkStandalone:
             seed=seed,
         )
         limit = time.monotonic() + args.warmup + args.duration + 120
-        return drive_load(argv, limit, on_window)
+        result = drive_load(argv, limit, on_window)
+        if zk_leader_port(order) != self.leader_port:  # w/fsync read off a former leader
+            print(f"# {self.name}: the leader moved during the phase", flush=True)
+        return result
 
 
-System = Server | ZkStandalone
+System = Server | ZkSystem
+
+
+def system_pids(server: System) -> list[int]:
+    """Every server process of a system: three JVMs for zookeeper3."""
+    return server.pids if isinstance(server, ZkSystem) else [server.pid]
+
+
+def where(server: System) -> str:
+    """The PIDs and ports of a system, for the progress lines."""
+    if isinstance(server, ZkSystem):
+        return server.where()
+    return f"pid {server.pid}, port {server.port}"
+
+
+def system_cpu_ticks(server: System) -> int:
+    """utime+stime summed over the system's server processes."""
+    return sum(process_cpu_ticks(pid) for pid in system_pids(server))
 
 
 # ---- the keys ---------------------------------------------------------------------------
@@ -390,7 +468,7 @@ def snapshots_taken(server: System) -> float | None:
 class Edge:
     """What is sampled at one edge of a measured window."""
 
-    cpu: int  # the server's utime+stime ticks
+    cpu: int  # utime+stime ticks of the server, summed over its processes
     busy: int
     total: int
     counters: tuple[float, float] | None
@@ -406,15 +484,15 @@ def measure(server: System, workload: str, rep: int, args: argparse.Namespace) -
             counters = server.fsync_counters() if workload == "put" else None
             snaps = snapshots_taken(server)
             busy, total = machine_ticks()
-            edges[edge] = Edge(process_cpu_ticks(server.pid), busy, total, counters, snaps)
+            edges[edge] = Edge(system_cpu_ticks(server), busy, total, counters, snaps)
         else:
-            cpu, (busy, total) = process_cpu_ticks(server.pid), machine_ticks()
+            cpu, (busy, total) = system_cpu_ticks(server), machine_ticks()
             counters = server.fsync_counters() if workload == "put" else None
             edges[edge] = Edge(cpu, busy, total, counters, snapshots_taken(server))
 
-    if isinstance(server, ZkStandalone):
+    if isinstance(server, ZkSystem):
         fields, load_cpu_s = server.run_load(workload, args, rep + 1, on_window)
-        failure_keys = ZK_FAILURES
+        failure_keys: tuple[str, ...] = ZK_FAILURES
     else:
         if args.warmup > 0:
             run_wrk(server, workload, args, args.warmup, seed=1000 + rep)
@@ -598,7 +676,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--connections",
         type=int,
         default=64,
-        help="wrk keep-alive connections (ZooKeeper: sessions)",
+        help="wrk keep-alive connections (ZooKeeper: sessions, dealt over zookeeper3's "
+        "three servers)",
     )
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--keys", type=int, default=1000, help="keys preloaded and addressed")
@@ -612,8 +691,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--systems",
         default=None,
-        help=f"comma list of {','.join(SYSTEMS)} (default: all; etcd and zookeeper "
-        "only when installed)",
+        help=f"comma list of {','.join(SYSTEMS)} (default: all; etcd, zookeeper and "
+        "zookeeper3 only when installed)",
     )
     p.add_argument("--workloads", default=",".join(WORKLOADS), help="comma list of get,put")
     p.add_argument(
@@ -661,6 +740,7 @@ def find_tools(args: argparse.Namespace) -> list[str]:
         "etcd": [("etcd", args.etcd), ("wrk", args.wrk)],
         "zookeeper": [("java", args.java), ("javac", args.javac), (str(ZK_JAR), zk_jar)],
     }
+    needs["zookeeper3"] = needs["zookeeper"]
     missing: list[str] = []
     for name in list(args.systems):
         lacking = [tool for tool, path in needs.get(name, [("wrk", args.wrk)]) if path is None]
@@ -681,7 +761,7 @@ def make_system(name: str, workdir: Path, args: argparse.Namespace) -> System:
         return bare_server(workdir, fsync=name == "bare-fsync")
     if name == "etcd":
         return etcd_server(workdir, args.etcd)
-    return ZkStandalone(workdir, args.java, args.javac)
+    return ZkSystem(name, workdir, args.java, args.javac, ZK_MEMBERS[name])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -715,7 +795,7 @@ def main(argv: list[str] | None = None) -> int:
             s.wait_ready(timeout=60)
         for s in servers.values():
             t0 = time.monotonic()
-            if isinstance(s, ZkStandalone):
+            if isinstance(s, ZkSystem):
                 s.preload(args.keys, args.value_bytes, timeout=120)
                 note = f" (ZooKeeper {zk_version(s.port)})"
             else:
@@ -723,7 +803,7 @@ def main(argv: list[str] | None = None) -> int:
                 smoke_check(s)
                 note = ""
             print(
-                f"# {s.name}: pid {s.pid}, port {s.port}, preloaded {args.keys} keys "
+                f"# {s.name}: {where(s)}, preloaded {args.keys} keys "
                 f"in {time.monotonic() - t0:.1f}s{note}",
                 flush=True,
             )
@@ -753,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.hold > 0:
             print(
                 f"# holding servers for {args.hold:g}s: "
-                + ", ".join(f"{s.name} pid {s.pid} port {s.port}" for s in servers.values()),
+                + "; ".join(f"{s.name} {where(s)}" for s in servers.values()),
                 flush=True,
             )
             time.sleep(args.hold)
@@ -779,6 +859,11 @@ def main(argv: list[str] | None = None) -> int:
         "httpcoord / this: httpcoord's figure divided by this system's (for req/s above 1 "
         "is better, for p99 and CPU/op below 1); load = the load generator's cores"
     )
+    if "zookeeper3" in args.systems:
+        print(
+            "zookeeper3: three servers on this machine, clients dealt over all three; its "
+            "CPU-ms/1k is summed over the three JVMs, its w/fsync is the leader's"
+        )
     print(f"load average at start {load_before[0]:.2f}, at end {load_after[0]:.2f}")
     if args.repeat > 1:
         for workload, per_system in summary.items():
