@@ -100,6 +100,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def distinct_ports(n: int) -> list[int]:
+    """``n`` distinct free ports on 127.0.0.1 (bounded tries)."""
+    ports: list[int] = []
+    for _ in range(50 * n):
+        p = free_port()
+        if p not in ports:
+            ports.append(p)
+        if len(ports) == n:
+            return ports
+    raise RuntimeError(f"could not find {n} free ports")
+
+
 # ---- HTTP helpers (setup and metrics only; the load comes from wrk) ----------------
 
 
@@ -158,6 +170,11 @@ class Server:
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
+
+    @property
+    def pids(self) -> list[int]:
+        """Every process of this server (one; a ZooKeeper ensemble has three)."""
+        return [self.pid]
 
     def start(self) -> None:
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop())

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Self
 
-from _common import CLK_TCK, HOST, Server, free_port, process_cpu_ticks, stop_process
+from _common import CLK_TCK, HOST, Server, distinct_ports, process_cpu_ticks, stop_process
 
 ZK_JAR = Path("/usr/share/java/zookeeper.jar")
 ZK_LOG_JAR = Path("/usr/share/java/slf4j-simple.jar")  # server logs to stderr
@@ -114,18 +114,6 @@ def zk_version(port: int) -> str:
 
 
 # ---- an ensemble on one machine --------------------------------------------------------
-
-
-def distinct_ports(n: int) -> list[int]:
-    """``n`` distinct free ports on 127.0.0.1 (bounded tries)."""
-    ports: list[int] = []
-    for _ in range(50 * n):
-        p = free_port()
-        if p not in ports:
-            ports.append(p)
-        if len(ports) == n:
-            return ports
-    raise RuntimeError(f"could not find {n} free ports")
 
 
 def ensemble_servers(java: str, workdir: Path, n: int, tick_ms: int) -> list[tuple[Server, Path]]:

@@ -300,11 +300,6 @@ class ZkSystem:
 System = Server | ZkSystem
 
 
-def system_pids(server: System) -> list[int]:
-    """Every server process of a system: three JVMs for zookeeper3."""
-    return server.pids if isinstance(server, ZkSystem) else [server.pid]
-
-
 def where(server: System) -> str:
     """The PIDs and ports of a system, for the progress lines."""
     if isinstance(server, ZkSystem):
@@ -314,7 +309,7 @@ def where(server: System) -> str:
 
 def system_cpu_ticks(server: System) -> int:
     """utime+stime summed over the system's server processes."""
-    return sum(process_cpu_ticks(pid) for pid in system_pids(server))
+    return sum(process_cpu_ticks(pid) for pid in server.pids)
 
 
 # ---- the keys ---------------------------------------------------------------------------
