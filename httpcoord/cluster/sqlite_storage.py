@@ -195,6 +195,7 @@ class SqliteStorage(MirroredStorage):
         storage._start_checkpoints()
         # Orphans of a snapshot a crash cut short, and garbage left behind.
         await storage.collect_garbage()
+        storage.pace_background_writes = True  # from now on saves come first
         return storage
 
     # ---- MirroredStorage's backend ----------------------------------------------------------
