@@ -302,13 +302,16 @@ async def _frame(ws: aiohttp.ClientWebSocketResponse) -> bytes:
 
 
 async def _follow(ws: aiohttp.ClientWebSocketResponse, replica: Replica) -> None:
-    """Apply the feed until it ends, then stop this worker."""
+    """Apply the feed until it ends, then stop this worker: a copy that no
+    longer follows its node must not answer."""
     try:
         while True:
             leader, txns = feed.parse_txns_frame(await _frame(ws))
             replica.apply(leader, txns)
     except (ConnectionError, ValueError) as exc:
         log.warning("read worker stops: %s", exc)
+    except Exception:
+        log.exception("read worker stops: applying the feed failed")
     replica.fail_waiting(Unavailable("this read worker lost its node; retry"))
     os.kill(os.getpid(), signal.SIGTERM)  # serve_worker's graceful stop
 
