@@ -504,7 +504,7 @@ def read_worker(host: str, port: int, settings_json: str) -> None:
         loop.close()
 
 
-GC_YOUNG_OBJECTS = 20_000  # allocations between two passes of the young generation
+GC_YOUNG_OBJECTS = 10_000  # allocations between two passes of the young generation
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
@@ -517,9 +517,9 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         loop_factory = asyncio.new_event_loop
     # The tree is millions of long-lived objects: collect the young generation
     # less often (the default 700 allocations made GC ~7% of a write's CPU),
-    # but not so seldom that one pass is long: a young generation of 50,000
-    # objects (stats, events, znodes) took 25-35 ms to scan while a big tree
-    # was built, one of 20,000 at most 12 ms (bench_big_tree.py).
+    # but not so seldom that one pass is long: while a big tree was built, a
+    # young generation of 50,000 objects (stats, events, znodes) took 25-35
+    # ms to scan, of 20,000 12-39 ms, of 10,000 11-13 ms (bench_big_tree.py).
     gc.set_threshold(GC_YOUNG_OBJECTS, 20, 20)
     loop = loop_factory()
     asyncio.set_event_loop(loop)
