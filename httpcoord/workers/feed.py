@@ -63,7 +63,7 @@ class FeedCut(Exception):
     """The feed cannot go on: the worker fell too far behind, or the tree was replaced."""
 
 
-class _Backlog:
+class Backlog:
     """The txns applied since the last frame, for one worker."""
 
     def __init__(self) -> None:
@@ -143,7 +143,7 @@ async def feed(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     ws = web.WebSocketResponse(compress=False)
     await ws.prepare(request)
-    backlog = _Backlog()
+    backlog = Backlog()
     # Same turn of the loop: the copy at zxid Z and every txn after it.
     view = node.tree_view()
     node.txn_taps.append(backlog.push)
