@@ -35,6 +35,7 @@ from aiohttp import web
 
 from httpcoord.errors import NotFound
 from httpcoord.routes.keys import NODE
+from httpcoord.routes.render import json_response
 
 INTERNAL_PREFIX = "/internal/"  # never passed on by a worker's proxy
 FEED_PATH = INTERNAL_PREFIX + "v1/feed"
@@ -179,4 +180,4 @@ async def read_index(request: web.Request) -> web.Response:
     local_only(request)
     node = request.app[NODE]
     await node.barrier(linearizable=True)
-    return web.json_response({"zxid": node.zxid}, dumps=lambda v: orjson.dumps(v).decode())
+    return json_response({"zxid": node.zxid})

@@ -53,10 +53,6 @@ class Replica:
     def zxid(self) -> int:
         return self._tree.zxid
 
-    @property
-    def znode_count(self) -> int:
-        return len(self._tree)
-
     def get(self, path: str) -> Znode:
         return self._tree.get(path)
 

@@ -28,7 +28,6 @@ class Supervisor:
         self.host = host
         self.port = port
         self.workers = workers
-        self.restarts = 0
         self._procs: dict[int, asyncio.subprocess.Process] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -38,9 +37,6 @@ class Supervisor:
             self._tasks.append(
                 asyncio.create_task(self._keep(settings), name=f"read-worker-{settings.worker_id}")
             )
-
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._procs.values() if p.returncode is None]
 
     async def _keep(self, settings: WorkerSettings) -> None:
         loop = asyncio.get_running_loop()
@@ -64,7 +60,6 @@ class Supervisor:
             code = await proc.wait()
             if self._stopping:
                 return
-            self.restarts += 1
             if loop.time() - started > _STABLE_S:
                 delay = _RESTART_DELAY_S_MIN
             log.warning(

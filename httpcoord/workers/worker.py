@@ -109,7 +109,6 @@ class WorkerSettings:
 
 PRIMARY = web.AppKey("primary", aiohttp.ClientSession)
 SETTINGS = web.AppKey("worker_settings", WorkerSettings)
-REPLICA = web.AppKey("replica", Replica)
 
 _PRIMARY_URL = URL("http://node")
 
@@ -174,7 +173,6 @@ async def _follow_lifecycle(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await session.close()
         raise
-    app[REPLICA] = replica
     app[READS] = replica
     hub = WatchHub(
         replica.history,
@@ -360,7 +358,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         # is never newer than what this connection reads next: the copy
         # catches up first. A client reads its own writes here.
         with contextlib.suppress(ZxidNotReached):
-            await request.app[REPLICA].wait_for_zxid(int(zxid))
+            await request.app[READS].wait_for_zxid(int(zxid))
     return web.Response(status=resp.status, reason=resp.reason, body=answer, headers=out_headers)
 
 
