@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import gc
 import hashlib
 import heapq
 import itertools
@@ -83,6 +82,7 @@ from httpcoord.errors import (
     Unavailable,
     ZxidNotReached,
 )
+from httpcoord.tree.collector import FreezeOnGrowth
 from httpcoord.tree.tree import Event, Session, Tree, TreeView, TxnResult
 from httpcoord.tree.tree import Node as Znode
 from httpcoord.tree.txn import (
@@ -250,7 +250,7 @@ class Node:
         self._snapshot_index = snap.meta.index
         self._log_bytes_since_snapshot = 0
         self._ops_since_snapshot = 0
-        self._frozen_at_znodes = len(tree)  # the tree's size at the last gc.freeze
+        self._freezer = FreezeOnGrowth(limits.gc_freeze_growth_znodes, len(tree))
         self._snapshot_retry_index = 0  # a snapshot that found the disk full: not before
         self.history = History(limits.watch_history_events, limits.watch_history_bytes, tree.zxid)
         core = Raft(
@@ -638,9 +638,7 @@ class Node:
         self._applied_waiters.release(self.applied_index)
         self._zxid_waiters.release(tree.zxid)
         self._maybe_activate_sessions()
-        if len(tree) - self._frozen_at_znodes >= self.limits.gc_freeze_growth_znodes:
-            gc.freeze()
-            self._frozen_at_znodes = len(tree)
+        self._freezer.grown_to(len(tree))
         if self._snapshot_due() and self._snapshot_task is None:
             self._start_snapshot()
 
@@ -653,7 +651,8 @@ class Node:
         self._snapshot_index = snapshot.meta.index
         self._log_bytes_since_snapshot = 0
         self._ops_since_snapshot = 0
-        self._frozen_at_znodes = 0  # the new tree is frozen at the next apply
+        # The new tree is frozen at the next apply.
+        self._freezer = FreezeOnGrowth(self.limits.gc_freeze_growth_znodes, 0)
         self._recent.clear()
         self._stamp_ms = max(self._stamp_ms, tree.newest_time_ms())
         self.snapshots_installed += 1

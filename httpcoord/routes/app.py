@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ from httpcoord.routes import cluster as cluster_routes
 from httpcoord.routes import meta, multi, nodes, peer_rpc, sessions, watch
 from httpcoord.routes.keys import CONFIG, HUB, NODE, READS
 from httpcoord.routes.problems import problems_middleware
+from httpcoord.tree.collector import building_long_lived
 from httpcoord.watch.hub import WatchHub
 from httpcoord.workers import feed
 from httpcoord.workers.supervisor import Supervisor
@@ -138,18 +138,10 @@ async def _end_watches(app: web.Application) -> None:
 
 async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
-    # Recovery builds the whole tree: millions of objects that all live, so
-    # collecting while it runs finds nothing and cost a second per million.
-    gc.disable()
-    try:
+    with building_long_lived():  # recovery builds the whole tree
         node = await Node.open(
             config.data_dir, config.cluster, config.node, transport_factory=_peer_transport(config)
         )
-    finally:
-        gc.enable()
-    # Everything recovery built lives until shutdown: keep it out of every
-    # future garbage collection pass.
-    gc.freeze()
     app[NODE] = node
     app[READS] = node
     hub = WatchHub(

@@ -14,17 +14,15 @@ the node's consistency rules:
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Awaitable, Callable
 
 from httpcoord.cluster.node import EventListener, NodeLimits, Waiters, publish
 from httpcoord.errors import CoordError, ZxidNotReached
+from httpcoord.tree.collector import FreezeOnGrowth
 from httpcoord.tree.tree import Node as Znode
 from httpcoord.tree.tree import Tree
 from httpcoord.tree.txn import decode_txn
 from httpcoord.watch.history import History
-
-_GC_FREEZE_GROWTH_ZNODES = NodeLimits().gc_freeze_growth_znodes
 
 
 class Replica:
@@ -47,7 +45,7 @@ class Replica:
         self._read_index = read_index
         self._timeout_s = request_timeout_ms / 1000
         self._zxid_waiters = Waiters()
-        self._frozen_at_znodes = len(tree)
+        self._freezer = FreezeOnGrowth(NodeLimits().gc_freeze_growth_znodes, len(tree))
 
     @property
     def zxid(self) -> int:
@@ -68,9 +66,7 @@ class Replica:
             self.history.append(result.zxid, events)
             publish(self.listeners, result.zxid, events)
         self._zxid_waiters.release(tree.zxid)
-        if len(tree) - self._frozen_at_znodes >= _GC_FREEZE_GROWTH_ZNODES:
-            gc.freeze()  # as the node does: keep the tree out of the collector's passes
-            self._frozen_at_znodes = len(tree)
+        self._freezer.grown_to(len(tree))  # as the node does
 
     async def barrier(self, linearizable: bool = False, min_zxid: int | None = None) -> None:
         """``Node.barrier``'s rules, on the copy (see the module's docstring)."""

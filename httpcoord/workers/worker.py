@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -54,6 +53,7 @@ from httpcoord.errors import (
 from httpcoord.routes import nodes, watch
 from httpcoord.routes.keys import CONFIG, HUB, READS, ZXID_HEADER
 from httpcoord.routes.problems import problems_middleware
+from httpcoord.tree.collector import building_long_lived
 from httpcoord.tree.tree import Tree
 from httpcoord.watch.history import History
 from httpcoord.watch.hub import WatchHub
@@ -248,12 +248,8 @@ async def _copy(
         chunks.append(frame[1:])
     if frame[:1] != feed.READY:
         raise RuntimeError("the feed's snapshot did not end with READY")
-    gc.disable()  # a tree of millions of objects that all live: nothing to collect
-    try:
+    with building_long_lived():
         tree = Tree.from_snapshot(chunks)
-    finally:
-        gc.enable()
-    gc.freeze()
     if tree.zxid != meta["zxid"]:
         raise RuntimeError(f"the feed's copy is at zxid {tree.zxid}, it said {meta['zxid']}")
     history = History(settings.watch_history_events, settings.watch_history_bytes, tree.zxid)
