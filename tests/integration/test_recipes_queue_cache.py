@@ -224,6 +224,9 @@ async def test_locking_queue_acks_each_item_once_among_consumers(healed: Cluster
             assert sorted(i.data for i in acked) == [f"job-{i:02}".encode() for i in range(total)]
             tokens = [i.token for i in acked]
             assert len(set(tokens)) == total  # every claim its own zxid
+            # The acks went through the consumers' nodes: a linearizable read
+            # brings the producer's node (and its later reads) up to them.
+            await producer.get("/rq/lq", consistency="linearizable")
             assert await LockingQueue(producer, "/rq/lq", sessions[0]).size() == 0
             assert await producer.get_children("/rq/lq/taken") == []
         finally:
