@@ -33,6 +33,7 @@ from httpcoord.config import (
     parse_peers,
 )
 from httpcoord.errors import DiskFull
+from httpcoord.routes import cors
 
 _LIMITS = Limits()
 _NODE = NodeLimits()
@@ -65,7 +66,7 @@ def _optional_listen(
 
 
 # TOML keys spelled like the flag where the parameter's name differs.
-_CONFIG_ALIASES = {"id": "node_id"}
+_CONFIG_ALIASES = {"id": "node_id", "cors_origin": "cors_origins"}
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
@@ -81,6 +82,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
         raise click.BadParameter(f"cannot read {value}: {exc}") from None
     assert isinstance(ctx.command, click.Command)
     known = {p.name for p in ctx.command.params if p.name and p.name != "config"}
+    repeatable = {p.name for p in ctx.command.params if getattr(p, "multiple", False)}
     defaults: dict[str, object] = {}
     for key, item in raw.items():
         name = key.replace("-", "_")
@@ -89,6 +91,9 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
             raise click.BadParameter(f"{value}: unknown setting {key!r}")
         if name == "peers" and isinstance(item, dict):
             item = ",".join(f"{k}={v}" for k, v in item.items())  # [peers] 1 = "host:port"
+        if name in repeatable:  # a list, or one value
+            defaults[name] = [str(i) for i in item] if isinstance(item, list) else [str(item)]
+            continue
         defaults[name] = str(item) if not isinstance(item, str) else item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
@@ -294,12 +299,37 @@ register_client_commands(main)  # get, set, create, ls, ... (httpcoord/cli_clien
     help="events buffered for one slow watcher before it is cut off",
 )
 @click.option(
+    "--watch-initial-nodes",
+    show_envvar=True,
+    envvar="HTTPCOORD_WATCH_INITIAL_NODES",
+    type=click.IntRange(1),
+    default=_LIMITS.watch_initial_nodes_max,
+    help="znodes a watch with initial=true may send as its state; beyond, 413",
+)
+@click.option(
+    "--children-page",
+    show_envvar=True,
+    envvar="HTTPCOORD_CHILDREN_PAGE",
+    type=click.IntRange(1),
+    default=_LIMITS.children_page_max,
+    help="child names in one ?children=true answer; more come in pages",
+)
+@click.option(
     "--sse-keepalive-ms",
     show_envvar=True,
     envvar="HTTPCOORD_SSE_KEEPALIVE_MS",
     type=click.IntRange(10),
     default=_LIMITS.sse_keepalive_ms,
     help="comment line sent on idle SSE streams",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    show_envvar=True,
+    envvar="HTTPCOORD_CORS_ORIGIN",
+    help="a browser origin (https://host:port) whose pages may call the API; repeat for"
+    " more, * for any (variable: space-separated)",
 )
 @click.option(
     "--read-workers",
@@ -341,7 +371,10 @@ def serve(
     watch_history_bytes: int,
     max_watchers_per_client: int,
     watch_buffer_events: int,
+    watch_initial_nodes: int,
+    children_page: int,
     sse_keepalive_ms: int,
+    cors_origins: tuple[str, ...],
     read_workers: int,
     log_level: str,
 ) -> None:
@@ -377,6 +410,8 @@ def serve(
             session_ttl_max_ms=max(session_ttl_min_ms, session_ttl_max_ms),
             watchers_per_client_max=max_watchers_per_client,
             watch_queue_events_max=watch_buffer_events,
+            watch_initial_nodes_max=watch_initial_nodes,
+            children_page_max=children_page,
             sse_keepalive_ms=sse_keepalive_ms,
         ),
         node=NodeLimits(
@@ -397,7 +432,13 @@ def serve(
         ),
         peer_listen=peer_listen,
         read_workers=read_workers,
+        cors_origins=cors_origins,
     )
+    for origin in cors_origins:
+        try:
+            cors.check_origin(origin)
+        except ValueError as exc:
+            _fail(f"--cors-origin {origin!r}: {exc}")
     if read_workers and port == 0:
         _fail("--read-workers needs a fixed --listen port (the workers listen on it too)")
     # Both startup failures a user can cause (a port already taken, a data dir

@@ -24,6 +24,8 @@ class Limits:
     watchers_per_client_max: int = 1000  # open watches from one client address
     watch_queue_events_max: int = 10_000  # events buffered for one slow watcher
     watch_timeout_max_s: float = 300.0  # longest long-poll a client may ask for
+    watch_initial_nodes_max: int = 10_000  # znodes in a watch's ?initial=true state
+    children_page_max: int = 10_000  # child names in one ?children=true answer
     sse_keepalive_ms: int = 15_000  # comment line on idle SSE streams
 
 
@@ -41,6 +43,8 @@ class Config:
     # Processes beside this one that answer reads and watches on the same
     # port (httpcoord.workers); 0: this process answers everything.
     read_workers: int = 0
+    # Browser origins whose pages may call the API (routes.cors); "*": any.
+    cors_origins: tuple[str, ...] = ()
 
 
 def parse_peers(value: str) -> dict[int, str]:

@@ -73,6 +73,10 @@ class SessionExpired(CoordError):
     code, status, title = "SessionExpired", 404, "session expired or unknown"
 
 
+class OriginNotAllowed(CoordError):
+    code, status, title = "OriginNotAllowed", 403, "origin not allowed"
+
+
 class NotFound(CoordError):
     code, status, title = "NotFound", 404, "no such route"
 
@@ -167,6 +171,7 @@ ALL_ERRORS: tuple[type[CoordError], ...] = (
     BadArguments,
     SessionExpired,
     NotFound,
+    OriginNotAllowed,
     MethodNotAllowed,
     Compacted,
     PayloadTooLarge,

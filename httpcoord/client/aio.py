@@ -258,17 +258,30 @@ class Client:
         self, path: str, *, children: bool = False, consistency: str | None = None
     ) -> Node:
         """The node's data and stat (and child names); ``NoNode`` if missing.
-        ``consistency="linearizable"`` reads through the leader's ReadIndex."""
+        ``consistency="linearizable"`` reads through the leader's ReadIndex.
+        A node with more children than the server answers at once
+        (``--children-page``) is read in pages, each at a zxid no older than
+        the one before: children created or deleted between two pages may
+        be missing or shown."""
         params = {"children": "true"} if children else {}
         if consistency:
             params["consistency"] = consistency
         answer = await self.request("GET", self._node(path), params=params, read=True)
         body = answer.json()
+        names: list[str] | None = body.get("children")
+        following = body.get("children_next")
+        while names is not None and following is not None:
+            page = await self.request(
+                "GET", self._node(path), params={**params, "after": following}, read=True
+            )
+            more = page.json()
+            names += more["children"]
+            following = more.get("children_next")
         return Node(
             path=body["path"],
             data=decode_data(body),
             stat=Stat.from_json(body["stat"]),
-            children=body.get("children"),
+            children=names,
             zxid=int(answer.headers.get(ZXID_HEADER, "0")),
         )
 

@@ -25,7 +25,7 @@ from httpcoord.cluster.node import Node, SnapshotIO, TransportFactory
 from httpcoord.cluster.transport import PeerTransport, TransportLimits
 from httpcoord.config import Config
 from httpcoord.routes import cluster as cluster_routes
-from httpcoord.routes import meta, multi, nodes, peer_rpc, sessions, watch
+from httpcoord.routes import cors, meta, multi, nodes, peer_rpc, sessions, watch
 from httpcoord.routes.keys import CONFIG, HUB, NODE, READS
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.tree.collector import building_long_lived
@@ -98,6 +98,7 @@ def create_app(
     app.add_routes(meta.routes)
     app.add_routes(cluster_routes.routes)
     app.add_routes(feed.routes)  # answered on the unix socket only
+    cors.install(app, config.cors_origins)
     return app
 
 
@@ -114,6 +115,7 @@ async def _workers_lifecycle(app: web.Application, socket_name: str) -> AsyncIte
             request_timeout_ms=config.node.request_timeout_ms,
             watch_history_events=config.node.watch_history_events,
             watch_history_bytes=config.node.watch_history_bytes,
+            cors_origins=config.cors_origins,
         )
         for i in range(1, config.read_workers + 1)
     ]

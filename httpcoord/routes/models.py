@@ -117,6 +117,7 @@ class NodeOut(BaseModel):
     encoding: Encoding
     stat: Stat
     children: list[str] | None = None
+    children_next: str | None = None  # more children: the after of the next page
 
 
 class WriteOut(BaseModel):
@@ -148,10 +149,10 @@ class OpFailureOut(BaseModel):
 
 
 class WatchEventOut(BaseModel):
-    type: Literal["created", "deleted", "data_changed", "children_changed"]
+    type: Literal["created", "deleted", "data_changed", "children_changed", "initial", "bookmark"]
     path: str
     zxid: int
-    stat: Stat | None  # None for deleted
+    stat: Stat | None  # None for deleted and bookmark
     data: str | None = None  # with ?data=true, after created / data_changed
     encoding: Encoding | None = None
 

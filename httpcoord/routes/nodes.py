@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Collection
 from urllib.parse import quote
 
 from aiohttp import web
+from multidict import MultiMapping
 
+from httpcoord.config import Limits
+from httpcoord.errors import BadArguments
 from httpcoord.routes.expect import expect_body_within
 from httpcoord.routes.keys import CONFIG, NODE, READS
 from httpcoord.routes.params import (
@@ -28,7 +33,7 @@ routes = web.RouteTableDef()
 # [\s\S] rather than ".": a %0A in a path must reach the validator (400), not miss the route.
 NODE_URL = r"/v1/nodes{path:(/[\s\S]*)?}"
 
-_GET_PARAMS = frozenset({"children", "raw", CONSISTENCY})
+_GET_PARAMS = frozenset({"children", "limit", "after", "raw", CONSISTENCY})
 _HEAD_PARAMS = frozenset({CONSISTENCY})
 _CREATE_PARAMS = frozenset({"sequential", "parents", "ephemeral", "container", "ttl_ms"})
 _SET_PARAMS = frozenset({"version"})
@@ -51,9 +56,28 @@ async def get_node(request: web.Request) -> web.Response:
     data, encoding = encode_data(node.data)
     body: dict[str, object] = {"path": path, "data": data, "encoding": encoding, "stat": stat}
     if flag(q, "children"):
-        # Sorted like ZooKeeper's getChildren is not, so pages and diffs are stable.
-        body["children"] = sorted(node.children)
+        body["children"], following = children_page(node.children, q, limits)
+        if following is not None:
+            body["children_next"] = following  # the after of the next page
+    elif "limit" in q or "after" in q:
+        raise BadArguments("limit and after page the children: they need children=true")
     return json_response(body)
+
+
+def children_page(
+    names: Collection[str], q: MultiMapping[str], limits: Limits
+) -> tuple[list[str], str | None]:
+    """The child names after ``after``, at most ``limit`` of them (sorted, as
+    ZooKeeper's getChildren is not, so pages and diffs are stable), and the
+    ``after`` of the next page: None when this one reaches the end."""
+    page_max = limits.children_page_max
+    limit = integer(q, "limit", 1, page_max) or page_max
+    after = q.get("after")
+    # The smallest limit + 1: one more says whether another page follows.
+    page = heapq.nsmallest(limit + 1, names if after is None else (n for n in names if n > after))
+    if len(page) <= limit:
+        return page, None
+    return page[:limit], page[limit - 1]
 
 
 @routes.head(NODE_URL)

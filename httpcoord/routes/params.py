@@ -53,14 +53,19 @@ def znode_path(
     return validate_path(path, sequential=sequential, max_length=max_length)
 
 
-def query(request: web.Request, allowed: frozenset[str]) -> MultiMapping[str]:
+def query(
+    request: web.Request, allowed: frozenset[str], repeatable: frozenset[str] = frozenset()
+) -> MultiMapping[str]:
+    """The query, if it names only ``allowed`` parameters, each at most once
+    except those ``repeatable``."""
     q = request.query
     for key in q:
         if key not in allowed:
             raise BadArguments(
                 f"unknown query parameter {key!r}; allowed: {', '.join(sorted(allowed)) or 'none'}"
             )
-    if len(q) != len(set(q.keys())):
+    once = [key for key, _ in q.items() if key not in repeatable]
+    if len(once) != len(set(once)):
         raise BadArguments("a query parameter is given more than once")
     return q
 

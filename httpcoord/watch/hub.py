@@ -1,9 +1,10 @@
 """The watch hub: subscribers indexed by path, fed in zxid order.
 
 A subscriber watches one path, alone (the node and its child list: events
-whose path is exactly it) or with its subtree (``recursive``). Publishing an
-event costs a dict lookup for the exact path and one per ancestor for the
-recursive watchers, plus the matching subscribers: never a scan of them all.
+whose path is exactly it) or with its subtree (``recursive``), or several
+such paths on one stream (``/v1/watches``). Publishing an event costs a dict
+lookup for the exact path and one per ancestor for the recursive watchers,
+plus the matching subscribers: never a scan of them all.
 
 Each subscriber has a bounded queue of whole txns (``Delivery``): a txn is
 never split, so a resume by zxid never repeats or skips part of one. When a
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from httpcoord.errors import TooManyRequests
@@ -41,7 +42,7 @@ class Delivery:
 
 @dataclass(eq=False, slots=True)
 class Subscriber:
-    path: str
+    paths: tuple[str, ...]  # one, or several on one stream; none under another if recursive
     recursive: bool
     client: str  # the remote address, for the per-client bound
     queue_events_max: int
@@ -81,11 +82,12 @@ class Subscriber:
             self.waiter = None
 
     def matches(self, path: str) -> bool:
-        if path == self.path:
+        paths = self.paths
+        if path in paths:
             return True
         if not self.recursive:
             return False
-        return self.path == ROOT or path.startswith(self.path + "/")
+        return any(p == ROOT or path.startswith(p + "/") for p in paths)
 
     def offer(self, delivery: Delivery) -> None:
         if self.overflowed:
@@ -117,9 +119,16 @@ class WatchHub:
         self.closed = False  # shutting down: new watches end at once too
 
     def subscribe(self, path: str, recursive: bool, since: int | None, client: str) -> Subscriber:
-        """Register a watcher; with ``since``, queue the kept events after it
-        first (synchronously, so no event can fall between replay and live)."""
-        if self._per_client[client] >= self.per_client_max:
+        return self.subscribe_many((path,), recursive, since, client)
+
+    def subscribe_many(
+        self, paths: Sequence[str], recursive: bool, since: int | None, client: str
+    ) -> Subscriber:
+        """Register a watcher of ``paths`` (each counts against the client's
+        bound); with ``since``, queue the kept events after it first
+        (synchronously, so no event can fall between replay and live)."""
+        paths = covering(paths, recursive)
+        if self._per_client[client] + len(paths) > self.per_client_max:
             raise TooManyRequests(
                 f"at most {self.per_client_max} watchers per client address", client=client
             )
@@ -127,7 +136,7 @@ class WatchHub:
         if since is not None:
             self.history.check_since(since)
         sub = Subscriber(
-            path,
+            paths,
             recursive,
             client,
             self.queue_events_max,
@@ -146,20 +155,23 @@ class WatchHub:
             if sub.queue:
                 sub.wake()
         index = self._recursive if recursive else self._exact
-        index.setdefault(path, set()).add(sub)
-        self._per_client[client] += 1
+        for path in paths:
+            index.setdefault(path, set()).add(sub)
+        self._per_client[client] += len(paths)
         self.count += 1
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         index = self._recursive if sub.recursive else self._exact
-        subs = index.get(sub.path)
-        if subs is None or sub not in subs:
-            return
-        subs.discard(sub)
-        if not subs:
-            del index[sub.path]
-        self._per_client[sub.client] -= 1
+        first = index.get(sub.paths[0])
+        if first is None or sub not in first:
+            return  # not subscribed (or already gone)
+        for path in sub.paths:
+            subs = index[path]
+            subs.discard(sub)
+            if not subs:
+                del index[path]
+        self._per_client[sub.client] -= len(sub.paths)
         if self._per_client[sub.client] <= 0:
             del self._per_client[sub.client]
         self.count -= 1
@@ -168,21 +180,26 @@ class WatchHub:
         """Shutdown: wake every watcher so its request ends now, not at the
         shutdown timeout."""
         self.closed = True
-        for index in (self._exact, self._recursive):
-            for subs in index.values():
-                for sub in subs:
-                    sub.closed = True
-                    sub.wake()
+        for sub in self._all():
+            sub.closed = True
+            sub.wake()
 
     def cut_off_all(self, zxid: int) -> None:
         """The node's tree jumped to ``zxid`` (a snapshot from the leader):
         no watcher can be given the events it skipped, so each is cut off as
         a slow consumer would be, and resumes (or learns it must re-read)."""
-        for index in (self._exact, self._recursive):
-            for subs in index.values():
-                for sub in subs:
-                    sub.overflowed = True
-                    sub.wake()
+        for sub in self._all():
+            sub.overflowed = True
+            sub.wake()
+
+    def _all(self) -> set[Subscriber]:
+        """Every subscriber once (one of several paths is in several sets)."""
+        return {
+            sub
+            for index in (self._exact, self._recursive)
+            for subs in index.values()
+            for sub in subs
+        }
 
     async def sweep_forever(self, keepalive_s: float) -> None:
         """``sweep`` within 1/8 of a keepalive period of each falling due."""
@@ -199,25 +216,25 @@ class WatchHub:
         (overflowed or closing) for a whole period that still has not gone,
         so a client that reads nothing cannot hold its watcher for ever. One
         pass here replaces a timer per stream."""
-        for index in (self._exact, self._recursive):
-            for subs in index.values():
-                for sub in subs:
-                    if not sub.stream:
-                        continue
-                    if sub.overflowed or sub.closed:
-                        if sub.cut_off_s is None:
-                            sub.cut_off_s = now_s
-                        elif now_s - sub.cut_off_s >= keepalive_s and sub.abort is not None:
-                            sub.abort()
-                    elif now_s - sub.last_active_s >= keepalive_s:
-                        sub.last_active_s = now_s
-                        sub.keepalive_due = True
-                        sub.wake()
+        for sub in self._all():
+            if not sub.stream:
+                continue
+            if sub.overflowed or sub.closed:
+                if sub.cut_off_s is None:
+                    sub.cut_off_s = now_s
+                elif now_s - sub.cut_off_s >= keepalive_s and sub.abort is not None:
+                    sub.abort()
+            elif now_s - sub.last_active_s >= keepalive_s:
+                sub.last_active_s = now_s
+                sub.keepalive_due = True
+                sub.wake()
 
     def publish(self, zxid: int, events: list[Event]) -> None:
         """Hand each subscriber the events of this txn that it watches (the
         node has already recorded them in the history). Subscribers of the
-        same path and kind see the same events, so they share one Delivery."""
+        same path and kind see the same events, so they share one Delivery;
+        one of several paths gets the txn's events it matches, once, in the
+        txn's order, however many of its paths they match."""
         if not events or not self.count:
             return
         exact, recursive = self._exact, self._recursive
@@ -230,8 +247,24 @@ class WatchHub:
                 for prefix in (*ancestors(event.path), event.path):
                     if prefix in recursive:
                         by_prefix.setdefault(prefix, []).append(event)
+        several: set[Subscriber] = set()
         for groups, index in ((by_path, exact), (by_prefix, recursive)):
             for key, matched in groups.items():
                 delivery = Delivery(zxid, tuple(matched))
                 for sub in index[key]:
-                    sub.offer(delivery)
+                    if len(sub.paths) == 1:
+                        sub.offer(delivery)
+                    else:
+                        several.add(sub)
+        for sub in several:
+            sub.offer(Delivery(zxid, tuple(e for e in events if sub.matches(e.path))))
+
+
+def covering(paths: Sequence[str], recursive: bool) -> tuple[str, ...]:
+    """``paths`` without repeats, in their order; recursive, without those
+    under another one (its subtree covers them)."""
+    unique = tuple(dict.fromkeys(paths))
+    if not recursive:
+        return unique
+    watched = set(unique)
+    return tuple(p for p in unique if not any(a in watched for a in ancestors(p)))

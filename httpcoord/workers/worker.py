@@ -5,8 +5,8 @@ The node (its "primary" process) and its workers all listen on the same
 address with ``SO_REUSEPORT``: the kernel deals each new connection to one of
 them. A worker answers from its copy (``replica``):
 
-- ``GET`` and ``HEAD`` of ``/v1/nodes/...`` and ``/v1/watch/...``, with the
-  node's consistency rules;
+- ``GET`` and ``HEAD`` of ``/v1/nodes/...``, ``/v1/watch/...`` and
+  ``/v1/watches``, with the node's consistency rules;
 - everything else (writes, multi, sessions, cluster, health, metrics) and a
   watch resumed from a zxid older than its copy's history it passes to the
   primary over the primary's unix socket, unchanged. After a write it waits
@@ -50,7 +50,7 @@ from httpcoord.errors import (
     ZxidNotReached,
     error_from_problem,
 )
-from httpcoord.routes import nodes, watch
+from httpcoord.routes import cors, nodes, watch
 from httpcoord.routes.keys import CONFIG, HUB, READS, ZXID_HEADER
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.tree.collector import building_long_lived
@@ -96,6 +96,7 @@ class WorkerSettings:
     request_timeout_ms: int
     watch_history_events: int
     watch_history_bytes: int
+    cors_origins: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -104,6 +105,7 @@ class WorkerSettings:
     def from_json(cls, raw: str) -> WorkerSettings:
         fields = orjson.loads(raw)
         fields["limits"] = Limits(**fields["limits"])
+        fields["cors_origins"] = tuple(fields.get("cors_origins", ()))
         return cls(**fields)
 
 
@@ -151,7 +153,9 @@ def create_worker_app(settings: WorkerSettings) -> web.Application:
         [r for r in nodes.routes if isinstance(r, web.RouteDef) and r.method in ("GET", "HEAD")]
     )
     app.router.add_get(watch.WATCH_URL, _watch, allow_head=False)
+    app.router.add_get(watch.WATCHES_URL, _watches, allow_head=False)
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy)
+    cors.install(app, settings.cors_origins)
     return app
 
 
@@ -318,6 +322,14 @@ async def _watch(request: web.Request) -> web.StreamResponse:
     worker started after it) is the primary's to answer, from its own."""
     try:
         return await watch.watch(request)
+    except Compacted:
+        return await proxy(request)
+
+
+async def _watches(request: web.Request) -> web.StreamResponse:
+    """Several paths on one stream, as ``_watch``."""
+    try:
+        return await watch.watches(request)
     except Compacted:
         return await proxy(request)
 

@@ -234,3 +234,56 @@ def test_sweep_wakes_idle_streams_and_aborts_stuck_ones() -> None:
     assert aborted == []
     feed.hub.sweep(now_s=129.9, keepalive_s=15)
     assert aborted == ["stuck"]
+
+
+# ---- several paths on one subscriber (/v1/watches) ------------------------------------
+
+
+def test_several_paths_see_each_event_once_in_txn_order() -> None:
+    feed = Feed()
+    feed.apply(CreateOp("/a"), CreateOp("/b"), multi=True)
+    sub = feed.hub.subscribe_many(["/b", "/a", "/a"], recursive=False, since=None, client="c")
+    assert sub.paths == ("/b", "/a")  # repeats dropped, order kept
+    # One txn touching both watched nodes and an unwatched one.
+    z = feed.apply(SetDataOp("/a", b"1"), CreateOp("/c"), SetDataOp("/b", b"2"), multi=True)
+    feed.apply(CreateOp("/a/x"))
+    assert seen(sub) == [
+        (z, "data_changed", "/a"),
+        (z, "data_changed", "/b"),
+        (z + 1, "children_changed", "/a"),
+    ]
+
+
+def test_recursive_paths_under_another_are_covered_by_it() -> None:
+    feed = Feed(per_client=2)
+    sub = feed.hub.subscribe_many(["/a/b", "/a", "/x"], recursive=True, since=None, client="c")
+    assert sub.paths == ("/a", "/x")  # two watches, not three
+    z = feed.apply(CreateOp("/a"), CreateOp("/a/b"), CreateOp("/a/b/c"), multi=True)
+    assert seen(sub) == [
+        (z, "created", "/a"),  # the root's children_changed is not watched
+        (z, "created", "/a/b"),
+        (z, "children_changed", "/a"),
+        (z, "created", "/a/b/c"),
+        (z, "children_changed", "/a/b"),
+    ]
+
+
+def test_several_paths_count_against_the_client_bound_and_are_freed_together() -> None:
+    feed = Feed(per_client=3)
+    sub = feed.hub.subscribe_many(["/a", "/b", "/c"], recursive=False, since=None, client="c")
+    with pytest.raises(TooManyRequests):
+        feed.hub.subscribe("/d", recursive=False, since=None, client="c")
+    feed.hub.unsubscribe(sub)
+    feed.hub.unsubscribe(sub)  # twice is harmless
+    assert feed.hub.count == 0
+    feed.hub.subscribe_many(["/x", "/y", "/z"], recursive=False, since=None, client="c")
+
+
+def test_several_paths_replay_from_since() -> None:
+    feed = Feed()
+    start = feed.apply(CreateOp("/a"))
+    feed.apply(CreateOp("/b"))
+    feed.apply(CreateOp("/other"))
+    feed.apply(SetDataOp("/a", b"x"))
+    sub = feed.hub.subscribe_many(["/a", "/b"], recursive=False, since=start, client="c")
+    assert seen(sub) == [(start + 1, "created", "/b"), (start + 3, "data_changed", "/a")]
