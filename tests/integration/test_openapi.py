@@ -49,6 +49,8 @@ from httpcoord.workers import feed
 from tests.integration.cluster import start_cluster
 from tests.integration.conftest import ServerProcess, start_server
 
+UI_PREFIX = "/ui"  # the web UI (httpcoord/ui), pages rather than API
+
 SPEC_PATH = Path(__file__).resolve().parents[2] / "openapi.yaml"
 SPEC: dict[str, Any] = yaml.safe_load(SPEC_PATH.read_text())
 COMPONENTS: dict[str, Any] = SPEC["components"]["schemas"]
@@ -322,7 +324,9 @@ def _route_methods() -> dict[str, set[str]]:
 
 
 def _internal(resource: AbstractResource) -> bool:
-    return resource.canonical.startswith(feed.INTERNAL_PREFIX)
+    """Not the API: the read workers' feed, and the web UI's files."""
+    canonical = resource.canonical
+    return canonical.startswith(feed.INTERNAL_PREFIX) or canonical.startswith(UI_PREFIX)
 
 
 def test_spec_paths_are_the_routes() -> None:
