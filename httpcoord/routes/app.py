@@ -25,7 +25,7 @@ from httpcoord.cluster.node import Node, SnapshotIO, TransportFactory
 from httpcoord.cluster.transport import PeerTransport, TransportLimits
 from httpcoord.config import Config
 from httpcoord.routes import cluster as cluster_routes
-from httpcoord.routes import cors, meta, multi, nodes, peer_rpc, sessions, watch
+from httpcoord.routes import cors, meta, multi, nodes, peer_rpc, sessions, ui, watch
 from httpcoord.routes.keys import CONFIG, HUB, NODE, READS
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.tree.collector import building_long_lived
@@ -97,6 +97,7 @@ def create_app(
     app.add_routes(watch.routes)
     app.add_routes(meta.routes)
     app.add_routes(cluster_routes.routes)
+    app.add_routes(ui.routes)
     app.add_routes(feed.routes)  # answered on the unix socket only
     cors.install(app, config.cors_origins)
     return app
