@@ -141,6 +141,7 @@ function showLost() {
     banner.append(p);
   }
   banner.hidden = false;
+  $("who").textContent = `Lost node ${link.nodeId || "?"} at ${location.host}`;
 }
 
 async function probe() {
@@ -163,6 +164,7 @@ async function probe() {
 function recover() {
   lost = false;
   $("lost").hidden = true;
+  showWho();
   announce(`Node ${link.nodeId} at ${location.origin} answers again`);
   // An EventSource still retrying resumes by itself with Last-Event-ID;
   // one the browser gave up on starts over from the current state.

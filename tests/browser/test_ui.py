@@ -92,6 +92,13 @@ def tree_item(browser: WebDriver, path: str) -> WebElement | None:
     return found[0] if found else None
 
 
+def click_item(browser: WebDriver, path: str) -> None:
+    """Click a tree item's own name (an open item's box holds its children too)."""
+    item = tree_item(browser, path)
+    assert item is not None, f"{path} not in the tree"
+    item.find_element("css selector", ":scope > .row > .label").click()
+
+
 def shoot(browser: WebDriver, where: Path, name: str) -> None:
     browser.save_screenshot(str(where / f"ui-{name}.png"))
 
@@ -163,13 +170,13 @@ def test_browse_edit_conflict_live_and_lost_node(
     until(browser, lambda b: tree_item(b, "/app/items/item-6"), "second page of /app/items")
 
     # Binary data shows as hex, or base64 with the toggle.
-    tree_item(browser, "/app/blob").click()  # type: ignore[union-attr]
+    click_item(browser, "/app/blob")
     until(browser, shows("node-data", "00 ff 62 69 6e 61 72 79"), "hex dump of /app/blob")
     browser.find_element("css selector", 'label[for="binary-base64"]').click()
     until(browser, shows("node-data", "AP9iaW5hcnk="), "base64 of /app/blob")
 
     # Edit with the version shown (0): saved as version 1.
-    tree_item(browser, "/app/config").click()  # type: ignore[union-attr]
+    click_item(browser, "/app/config")
     until(browser, shows("node-title", "/app/config"), "/app/config opened by a click")
     browser.find_element("id", "btn-edit").click()
     editor = browser.find_element("id", "edit-data")
@@ -205,6 +212,42 @@ def test_browse_edit_conflict_live_and_lost_node(
     assert browser.execute_script("return window.__sameDocument === true;")
     shoot(browser, artifacts, "3-live-change")
 
+    # Create a sequential child of /app from the form.
+    click_item(browser, "/app")
+    until(browser, shows("node-title", "/app"), "/app opened")
+    browser.find_element("id", "btn-create").click()
+    browser.find_element("id", "create-name").send_keys("job-")
+    browser.find_element("id", "create-data").send_keys("made in the UI")
+    browser.find_element("id", "create-sequential").click()
+    browser.find_element("css selector", "#create-form button[type=submit]").click()
+    until(browser, shows("status", "Created /app/job-0000000"), "create acknowledged")
+    created = browser.find_element("id", "status").text.split()[1]
+    status, _, body = http("GET", f"{other.url}/v1/nodes{created}?consistency=linearizable")
+    assert (status, json.loads(body)["data"]) == (200, "made in the UI")
+    until(browser, lambda b: tree_item(b, created), "created node in the tree")
+
+    # Delete a node with children: only after a confirmation that names the count.
+    click_item(browser, "/app/items")
+    until(browser, shows("node-stat", "Number of children\n7"), "/app/items opened")
+    browser.find_element("id", "btn-delete").click()
+    until(browser, shows("confirm-text", "Delete /app/items and its 7 children"), "confirmation")
+    browser.find_element("id", "confirm-ok").click()
+    until(browser, shows("status", "Deleted /app/items"), "delete acknowledged")
+    until(browser, lambda b: tree_item(b, "/app/items") is None, "deleted node gone from the tree")
+    until(browser, shows("node-title", "/app"), "the parent opened after the delete")
+    assert http("GET", other.url + "/v1/nodes/app/items?consistency=linearizable")[0] == 404
+    click_item(browser, "/app/config")
+    until(browser, shows("node-title", "/app/config"), "/app/config opened again")
+
+    # The cluster page, reached by its hash; the back button returns.
+    browser.find_element("css selector", 'a[data-page="cluster"]').click()
+    until(browser, shows("cluster-table", "leader", "voter"), "cluster page")
+    rows = browser.find_elements("css selector", "#cluster-table tbody tr")
+    assert len(rows) == 3
+    assert f"leader {leader_id}" in text_of(browser, "cluster-summary")
+    browser.back()
+    until(browser, shows("node-title", "/app/config"), "back to /app/config")
+
     # The member the page talks to dies: the page says so and names the others.
     cluster.kill(page_member.node_id)
     until(
@@ -218,3 +261,10 @@ def test_browse_edit_conflict_live_and_lost_node(
     others = {m.url for m in cluster if m.node_id != page_member.node_id}
     assert links and all(any(h.startswith(f"{u}/ui/") for u in others) for h in links), links
     shoot(browser, artifacts, "4-lost-node")
+
+    # It comes back: the banner goes, and the page follows changes again.
+    cluster.start(page_member.node_id)
+    until(browser, lambda b: not b.find_element("id", "lost").is_displayed(), "recovery")
+    write(other, "PUT", "/app/config", b'{"after": "restart"}')
+    until(browser, shows("node-data", '"after": "restart"'), "live change after recovery")
+    assert browser.execute_script("return window.__sameDocument === true;")
