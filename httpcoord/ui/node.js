@@ -232,7 +232,7 @@ export class NodeView {
     $("btn-conflict-overwrite").textContent = `Overwrite version ${current.stat.version} with my edit`;
     $("conflict").hidden = false;
     this.announce(`Conflict: ${path} is now at version ${current.stat.version}; not saved`);
-    $("conflict-title").focus?.();
+    $("conflict-title").focus();
   }
 
   openCreate() {
