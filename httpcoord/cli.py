@@ -20,7 +20,7 @@ from typing import NoReturn
 import click
 from aiohttp import web
 
-from httpcoord import __version__
+from httpcoord import __version__, logs
 from httpcoord.cli_client import register as register_client_commands
 from httpcoord.cluster.node import ClusterConfig, NodeLimits
 from httpcoord.cluster.node_storage import SnapshotCorrupt, StorageCorrupt, StorageMismatch
@@ -347,6 +347,21 @@ register_client_commands(main)  # get, set, create, ls, ... (httpcoord/cli_clien
     type=click.Choice(["debug", "info", "warning", "error"]),
     help="least severe log message written to stderr",
 )
+@click.option(
+    "--log-format",
+    show_envvar=True,
+    envvar="HTTPCOORD_LOG_FORMAT",
+    default="text",
+    type=click.Choice(logs.FORMATS),
+    help="text for a terminal; json (one object per line) or logfmt for a log pipeline",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    show_envvar=True,
+    envvar="HTTPCOORD_ACCESS_LOG",
+    default=False,
+    help="one line per request: method, path, status, milliseconds, request id",
+)
 def serve(
     node_id: int,
     peers: dict[int, str] | None,
@@ -377,14 +392,14 @@ def serve(
     cors_origins: tuple[str, ...],
     read_workers: int,
     log_level: str,
+    log_format: str,
+    access_log: bool,
 ) -> None:
     """Run one httpcoord node: a member of the cluster named by --peers, or a
     cluster of one."""
     from httpcoord.routes.app import FATAL, create_app
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.configure(log_level, log_format, node_id)
     host, port = listen
     if peers is None:
         if peer_listen is not None:
@@ -433,6 +448,8 @@ def serve(
         peer_listen=peer_listen,
         read_workers=read_workers,
         cors_origins=cors_origins,
+        access_log=access_log,
+        log_format=log_format,
     )
     for origin in cors_origins:
         try:
@@ -532,10 +549,7 @@ def read_worker(host: str, port: int, settings_json: str) -> None:
     from httpcoord.workers.worker import WorkerSettings, serve_worker
 
     settings = WorkerSettings.from_json(settings_json)
-    logging.basicConfig(
-        level=logging.INFO,
-        format=f"%(asctime)s %(levelname)s %(name)s[worker {settings.worker_id}]: %(message)s",
-    )
+    logs.configure("info", settings.log_format, settings.node_id, settings.worker_id)
     loop = _new_loop()
     try:
         loop.run_until_complete(serve_worker(settings, lambda: _bind(host, port, True)))

@@ -45,6 +45,8 @@ class Config:
     read_workers: int = 0
     # Browser origins whose pages may call the API (routes.cors); "*": any.
     cors_origins: tuple[str, ...] = ()
+    access_log: bool = False  # one log line per request (routes.observe)
+    log_format: str = "text"  # text | json | logfmt (httpcoord.logs), for the read workers
 
 
 def parse_peers(value: str) -> dict[int, str]:

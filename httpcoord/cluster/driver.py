@@ -42,7 +42,7 @@ import contextlib
 import logging
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,7 +78,14 @@ class Transport(Protocol):
 
     def reachable(self, peer_id: int) -> bool: ...
 
-    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes: ...
+    async def call(
+        self,
+        peer_id: int,
+        path: str,
+        body: bytes,
+        timeout_ms: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes: ...
 
 
 class StateMachine(Protocol):

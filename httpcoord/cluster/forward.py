@@ -29,6 +29,7 @@ from httpcoord.cluster.driver import Transport
 from httpcoord.cluster.transport import OutcomeUnknown as PeerOutcomeUnknown
 from httpcoord.cluster.transport import PeerCallFailed, PeerUnavailable
 from httpcoord.errors import CoordError, OutcomeUnknown, Unavailable, error_from_problem
+from httpcoord.logs import REQUEST_ID_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,19 @@ class Forwarder:
         self._transport = transport  # looked up per call: the node may swap it at open
         self.limits = limits
         self.timeout_ms = timeout_ms
-        self._queue: list[tuple[int, bytes, asyncio.Future[Placed]]] = []
+        # (leader, txn, its answer, the id of the request it came in)
+        self._queue: list[tuple[int, bytes, asyncio.Future[Placed], str]] = []
         self._flush_scheduled = False
         self._inflight = 0
         self.batches_sent = 0
         self.txns_sent = 0
 
-    def forward(self, leader: int, txn: bytes) -> asyncio.Future[Placed]:
-        """Queue one encoded txn for ``leader``; the future gets its (index, term)."""
+    def forward(self, leader: int, txn: bytes, request_id: str = "") -> asyncio.Future[Placed]:
+        """Queue one encoded txn for ``leader``; the future gets its (index,
+        term). ``request_id`` goes with it, for the leader's log lines."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Placed] = loop.create_future()
-        self._queue.append((leader, txn, future))
+        self._queue.append((leader, txn, future, request_id))
         if not self._flush_scheduled:
             # Everything submitted until this callback runs goes in one batch.
             self._flush_scheduled = True
@@ -83,13 +86,13 @@ class Forwarder:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
 
-    def _take_batch(self) -> list[tuple[int, bytes, asyncio.Future[Placed]]]:
+    def _take_batch(self) -> list[tuple[int, bytes, asyncio.Future[Placed], str]]:
         """The longest prefix of the queue for one leader (the queue may span
         a leader change) within the batch bounds; order is kept."""
         leader = self._queue[0][0]
         size = 0
         taken = 0
-        for to, txn, _ in self._queue:
+        for to, txn, _, _ in self._queue:
             if to != leader or taken >= self.limits.batch_txns_max:
                 break
             if taken and size + len(txn) > self.limits.batch_bytes_max:
@@ -99,18 +102,22 @@ class Forwarder:
         batch, self._queue = self._queue[:taken], self._queue[taken:]
         return batch
 
-    async def _send(self, batch: list[tuple[int, bytes, asyncio.Future[Placed]]]) -> None:
+    async def _send(self, batch: list[tuple[int, bytes, asyncio.Future[Placed], str]]) -> None:
         leader = batch[0][0]
-        live = [(txn, f) for _, txn, f in batch if not f.done()]
+        live = [(txn, f, rid) for _, txn, f, rid in batch if not f.done()]
         if not live:
             return
-        body = b"\n".join(txn for txn, _ in live)
+        body = b"\n".join(txn for txn, _, _ in live)
+        # One id per txn, in order (ids never hold a comma: logs.request_id).
+        headers = {REQUEST_ID_HEADER: ",".join(rid or "-" for _, _, rid in live)}
         self.batches_sent += 1
         self.txns_sent += len(live)
         error: CoordError | None = None
         answers: list[object] = []
         try:
-            raw = await self._transport().call(leader, PROPOSE_PATH, body, self.timeout_ms)
+            raw = await self._transport().call(
+                leader, PROPOSE_PATH, body, self.timeout_ms, headers=headers
+            )
             answers = orjson.loads(raw)
             if type(answers) is not list or len(answers) != len(live):
                 raise ValueError("the answer does not match the batch")
@@ -126,7 +133,7 @@ class Forwarder:
             )
         except (orjson.JSONDecodeError, ValueError):
             error = OutcomeUnknown("the leader's answer could not be read")
-        for i, (_, future) in enumerate(live):
+        for i, (_, future, _) in enumerate(live):
             if future.done():
                 continue
             if error is not None:

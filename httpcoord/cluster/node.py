@@ -41,7 +41,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,7 @@ from httpcoord.errors import (
     Unavailable,
     ZxidNotReached,
 )
+from httpcoord.logs import REQUEST_ID
 from httpcoord.tree.collector import FreezeOnGrowth
 from httpcoord.tree.tree import Event, Session, Tree, TreeView, TxnResult
 from httpcoord.tree.tree import Node as Znode
@@ -303,6 +304,9 @@ class Node:
         self.txn_taps: list[Callable[[bytes], None]] = []
         self.snapshots_taken = 0
         self.snapshots_installed = 0  # received from the leader
+        self.leader_changes = 0  # times this node learned of a new leader
+        self._known_leader = NONE
+        self.forwarded_received = 0  # writes other members forwarded here (leader)
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -512,7 +516,7 @@ class Node:
             raise Unavailable("no leader is known: this node cannot reach a majority")
         else:
             index, term = await self.forwarder.forward(
-                driver.leader, encode_txn(Txn(ops, 0, multi))
+                driver.leader, encode_txn(Txn(ops, 0, multi)), REQUEST_ID.get()
             )
         outcome = await self._outcome(index, term, deadline)
         if isinstance(outcome, CoordError):
@@ -673,6 +677,10 @@ class Node:
         self._zxid_waiters.release(tree.zxid)
 
     def role_changed(self, soft_state: SoftState) -> None:
+        if soft_state.leader not in (NONE, self._known_leader):
+            self.leader_changes += 1
+        if soft_state.leader != NONE:
+            self._known_leader = soft_state.leader
         if soft_state.role is not Role.LEADER:
             self._sessions_active = False
             self.sessions = SessionTracker()
@@ -828,9 +836,12 @@ class Node:
 
     # ---- peer RPCs (served on the peer listener) ----------------------------------------
 
-    async def handle_propose(self, body: bytes) -> bytes:
+    async def handle_propose(
+        self, body: bytes, sender: int = 0, request_ids: Sequence[str] = ()
+    ) -> bytes:
         """A follower forwards a batch of writes (newline-separated txns): log
-        them, answer each one's (index, term) or refusal, in order."""
+        them, answer each one's (index, term) or refusal, in order.
+        ``request_ids``: the requests they came in, for the log lines."""
         if not self.driver.is_leader:
             raise Unavailable(f"not the leader (leader: {self.driver.leader})")
         if self.driver.disk_full is not None:
@@ -843,6 +854,13 @@ class Node:
                 txns.append(decode_txn(line))
             except TxnDecodeError as exc:
                 raise BadArguments(f"malformed forwarded txn: {exc}") from None
+        self.forwarded_received += len(txns)
+        log.debug(
+            "%d writes forwarded by node %d: requests %s",
+            len(txns),
+            sender,
+            ",".join(request_ids) or "-",
+        )
         # Every txn is queued before the first wait: one turn logs them all.
         placed: list[asyncio.Future[tuple[int, int]] | CoordError] = []
         for txn in txns:
@@ -898,6 +916,19 @@ class Node:
 
     def all_sessions(self) -> Iterable[Session]:
         return self._tree.sessions.values()
+
+    @property
+    def data_bytes(self) -> int:
+        return self._tree.data_bytes
+
+    @property
+    def log_bytes_since_snapshot(self) -> int:
+        return self._log_bytes_since_snapshot
+
+    @property
+    def snapshot_bytes(self) -> int:
+        snapshot = self.storage.snapshot()
+        return decode_descriptor(snapshot.data).size_bytes if snapshot.meta.index else 0
 
     @property
     def znode_count(self) -> int:
@@ -1079,7 +1110,14 @@ class _NoPeers:
     def reachable(self, peer_id: int) -> bool:
         return False
 
-    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
+    async def call(
+        self,
+        peer_id: int,
+        path: str,
+        body: bytes,
+        timeout_ms: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
         raise PeerUnavailable(f"node {peer_id} is not a peer of a cluster of one")
 
 

@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,7 @@ class NodeStorage(LogStorage, Protocol):
 
     fsyncs: int  # committed write transactions so far (metrics: writes per fsync)
     entries_saved: int
+    save_observers: list[Callable[[float], None]]  # each Raft save's seconds (metrics)
 
     async def save(
         self, hard_state: HardState | None, snapshot: Snapshot | None, entries: Sequence[Entry]
@@ -267,6 +269,9 @@ class MirroredStorage(ABC):
         self._closing = False
         self.fsyncs = 0
         self.entries_saved = 0
+        # Called with the seconds each Raft save took (its transaction and
+        # fsync, as the loop waited for it): the metrics' histogram.
+        self.save_observers: list[Callable[[float], None]] = []
         self.snapshot_txn_bytes = SNAPSHOT_TXN_BYTES
         # Background writes (snapshot chunks, garbage) leave the disk idle
         # for as long as each of their transactions took: set by a backend
@@ -355,10 +360,14 @@ class MirroredStorage(ABC):
             pinned = plan.snapshot_set if plan.snapshot_set not in self._writing else 0
             if pinned:
                 self._writing.add(pinned)
+            started = time.perf_counter()
             try:
                 await self._commit_save(plan)
             finally:
                 self._writing.discard(pinned)
+            took_s = time.perf_counter() - started
+            for observe in self.save_observers:
+                observe(took_s)
             # Validated above, so the mirror takes it without failing.
             self._mem.save(hard_state, snapshot, entries)
             self.fsyncs += 1

@@ -1151,11 +1151,17 @@ class PeerTransport:
     # ---- RPC -------------------------------------------------------------------------------
 
     async def call(
-        self, peer_id: int, path: str, body: bytes, timeout_ms: int | None = None
+        self,
+        peer_id: int,
+        path: str,
+        body: bytes,
+        timeout_ms: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> bytes:
         """POST ``body`` to ``path`` on a peer's listener and return the body of
         its 2xx answer (at most frame_bytes_max). ``timeout_ms`` bounds the
-        whole exchange (default rpc_timeout_ms)."""
+        whole exchange (default rpc_timeout_ms); ``headers`` go with the
+        identity headers."""
         peer = self._peers.get(peer_id)
         if peer is None:
             raise PeerUnavailable(f"node {peer_id} is not a peer")
@@ -1168,7 +1174,10 @@ class PeerTransport:
         try:
             async with asyncio.timeout(timeout_s):
                 async with self._rpc.post(
-                    url, data=body, headers=self._identity(peer_id), trace_request_ctx=progress
+                    url,
+                    data=body,
+                    headers={**(headers or {}), **self._identity(peer_id)},
+                    trace_request_ctx=progress,
                 ) as resp:
                     status = resp.status
                     answer = await _read_bounded(resp, self.limits.frame_bytes_max)

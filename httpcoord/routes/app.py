@@ -19,13 +19,14 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from httpcoord.cluster.driver import Transport
 from httpcoord.cluster.node import Node, SnapshotIO, TransportFactory
 from httpcoord.cluster.transport import PeerTransport, TransportLimits
 from httpcoord.config import Config
 from httpcoord.routes import cluster as cluster_routes
-from httpcoord.routes import cors, meta, multi, nodes, peer_rpc, sessions, ui, watch
+from httpcoord.routes import cors, meta, multi, nodes, observe, peer_rpc, sessions, ui, watch
 from httpcoord.routes.keys import CONFIG, HUB, NODE, READS
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.tree.collector import building_long_lived
@@ -100,6 +101,8 @@ def create_app(
     app.add_routes(ui.routes)
     app.add_routes(feed.routes)  # answered on the unix socket only
     cors.install(app, config.cors_origins)
+    app[meta.REGISTRY] = CollectorRegistry(auto_describe=False)
+    observe.install(app, app[meta.REGISTRY], config.access_log)
     return app
 
 
@@ -117,6 +120,8 @@ async def _workers_lifecycle(app: web.Application, socket_name: str) -> AsyncIte
             watch_history_events=config.node.watch_history_events,
             watch_history_bytes=config.node.watch_history_bytes,
             cors_origins=config.cors_origins,
+            access_log=config.access_log,
+            log_format=config.log_format,
         )
         for i in range(1, config.read_workers + 1)
     ]
@@ -156,7 +161,7 @@ async def _node_lifecycle(app: web.Application) -> AsyncIterator[None]:
     node.session_closed_listeners.append(functools.partial(sessions.end_keepalives, app))
     node.fatal_listeners.append(functools.partial(_stop_serving, app))
     app[HUB] = hub
-    app[meta.REGISTRY] = meta.metrics_registry(node, hub)
+    meta.register_node(app[meta.REGISTRY], node, hub)
     peer_runner = await _start_peer_listener(config, node, app[PEER_SOCKETS])
     node.start()
     sweeper = asyncio.create_task(hub.sweep_forever(config.limits.sse_keepalive_ms / 1000))

@@ -20,11 +20,13 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from httpcoord.errors import OriginNotAllowed
+from httpcoord.logs import REQUEST_ID_HEADER
+from httpcoord.routes.problems import problems_middleware
 
 ANY_ORIGIN = "*"
 _METHODS = "GET, HEAD, POST, PUT, DELETE"
 _PREFLIGHT_MAX_AGE_S = "600"
-_EXPOSED_ALSO = ("Retry-After", "Location")  # beside every X-Coord-* header
+_EXPOSED_ALSO = ("Retry-After", "Location", REQUEST_ID_HEADER)  # beside every X-Coord-* header
 
 
 def check_origin(value: str) -> str:
@@ -78,6 +80,6 @@ def install(app: web.Application, origins: tuple[str, ...]) -> None:
         if exposed:
             response.headers["Access-Control-Expose-Headers"] = ", ".join(exposed)
 
-    # Outermost but for the problem middleware, which renders its refusal.
-    app.middlewares.insert(1, preflight)
+    # Inside the problem middleware, which renders its refusal.
+    app.middlewares.insert(app.middlewares.index(problems_middleware) + 1, preflight)
     app.on_response_prepare.append(add_headers)

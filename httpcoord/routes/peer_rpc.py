@@ -10,7 +10,9 @@ from aiohttp import web
 
 from httpcoord.cluster.forward import PROPOSE_PATH
 from httpcoord.cluster.node import STATUS_PATH, TOUCH_PATH, Node
+from httpcoord.cluster.transport import peer_sender
 from httpcoord.errors import CoordError
+from httpcoord.logs import REQUEST_ID_HEADER
 from httpcoord.routes.problems import problem_response
 
 _JSON = "application/json"
@@ -25,8 +27,15 @@ def routes(node: Node) -> list[web.RouteDef]:
     async def status(body: bytes) -> bytes:
         return node.handle_status()
 
+    async def propose(request: web.Request) -> web.Response:
+        # The ids of the requests the writes came in, one per txn (logs.py).
+        ids = request.headers.get(REQUEST_ID_HEADER, "")
+        request_ids = [i for i in ids.split(",") if i != "-"] if ids else []
+        sender = peer_sender(request)
+        return await _handler(lambda body: node.handle_propose(body, sender, request_ids))(request)
+
     return [
-        web.post(PROPOSE_PATH, _handler(node.handle_propose)),
+        web.post(PROPOSE_PATH, propose),
         web.post(TOUCH_PATH, _handler(touch)),
         web.post(STATUS_PATH, _handler(status)),
     ]

@@ -210,6 +210,8 @@ async def _long_poll(
     # Everything up to "zxid" that matches was delivered: the next since. An
     # overflowed watcher got less than all, so it resumes from what it got.
     zxid = sub.last_zxid if sub.overflowed else request.app[READS].zxid
+    if sub.overflowed:
+        request.app[HUB].cut_off += 1
     body = {"events": events, "zxid": zxid, "truncated": sub.overflowed}
     response = web.Response(body=orjson.dumps(body), content_type="application/json")
     response.headers[ZXID_HEADER] = str(request.app[READS].zxid)
@@ -258,6 +260,7 @@ async def _stream(
         elif sub.closed:
             break
         elif sub.overflowed:
+            request.app[HUB].cut_off += 1
             # Where to resume: the browser's EventSource reconnects on its
             # own with Last-Event-ID, which is exactly this zxid.
             final = orjson.dumps({"reason": "slow consumer", "resume_from": sub.last_zxid})

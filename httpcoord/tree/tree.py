@@ -165,6 +165,7 @@ class Tree:
         self._containers: set[str] = set()
         self._ttl_nodes: set[str] = set()
         self.digest = node_hash(ROOT, self._nodes[ROOT])
+        self.data_bytes = 0  # of every node's data: kept as the tree changes
         self._views: list[TreeView] = []  # open views: each keeps what changes under it
         # Per-txn scratch state, valid only inside apply().
         self._undo: list[tuple[Any, ...]] = []
@@ -316,6 +317,7 @@ class Tree:
         self._save_fields(parent)
         self._nodes[path] = node
         self._index(path, node)
+        self.data_bytes += len(node.data)
         parent.add_child(name_of(path))
         parent.cversion += 1
         parent.pzxid = zxid
@@ -335,6 +337,7 @@ class Tree:
         _check_version(op.path, node, op.version)
         self._touch(op.path, node)
         self._save_fields(node)
+        self.data_bytes += len(op.data) - len(node.data)
         node.data = op.data
         node.version += 1
         node.mzxid = zxid
@@ -391,6 +394,7 @@ class Tree:
         self._touch(path, node)
         del self._nodes[path]
         self._unindex(path, node)
+        self.data_bytes -= len(node.data)
         self._undo.append((_UNDO_REMOVE, path, node))
         self._events.append(Event("deleted", path, zxid, None))
 
@@ -493,12 +497,15 @@ class Tree:
             kind = record[0]
             if kind == _UNDO_INSERT:
                 path = record[1]
-                self._unindex(path, self._nodes.pop(path))
+                inserted = self._nodes.pop(path)
+                self._unindex(path, inserted)
+                self.data_bytes -= len(inserted.data)
                 self._nodes[parent_of(path)].remove_child(name_of(path))
             elif kind == _UNDO_REMOVE:
                 path, node = record[1], record[2]
                 self._nodes[path] = node
                 self._index(path, node)
+                self.data_bytes += len(node.data)
             elif kind == _UNDO_UNLINK:
                 record[1].add_child(record[2])
             elif kind == _UNDO_SESSION_OPEN:
@@ -507,6 +514,7 @@ class Tree:
                 self.sessions[record[1].id] = record[1]
             else:
                 _, node, data, mzxid, pzxid, mtime, version, cversion = record
+                self.data_bytes += len(data) - len(node.data)
                 node.data, node.mzxid, node.pzxid, node.mtime = data, mzxid, pzxid, mtime
                 node.version, node.cversion = version, cversion
         self._undo = []
@@ -569,6 +577,7 @@ class Tree:
         if len(nodes) != header["nodes"] or ROOT not in nodes:
             raise ValueError("snapshot is incomplete")
         tree.zxid = header["zxid"]
+        tree.data_bytes = sum(len(node.data) for node in nodes.values())
         # The digest the snapshot was taken with (its chunks were checked
         # against their checksum); an older snapshot has none: computed.
         tree.digest = int(digest, 16) if type(digest) is str else tree.full_digest()

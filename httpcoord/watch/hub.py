@@ -117,6 +117,8 @@ class WatchHub:
         self._per_client: Counter[str] = Counter()
         self.count = 0
         self.closed = False  # shutting down: new watches end at once too
+        self.cut_off = 0  # watchers cut off as slow consumers (counted by the routes)
+        self.dropped_streams = 0  # streams aborted for reading nothing once cut off
 
     def subscribe(self, path: str, recursive: bool, since: int | None, client: str) -> Subscriber:
         return self.subscribe_many((path,), recursive, since, client)
@@ -192,6 +194,9 @@ class WatchHub:
             sub.overflowed = True
             sub.wake()
 
+    def stream_count(self) -> int:
+        return sum(1 for sub in self._all() if sub.stream)
+
     def _all(self) -> set[Subscriber]:
         """Every subscriber once (one of several paths is in several sets)."""
         return {
@@ -224,6 +229,8 @@ class WatchHub:
                     sub.cut_off_s = now_s
                 elif now_s - sub.cut_off_s >= keepalive_s and sub.abort is not None:
                     sub.abort()
+                    sub.abort = None  # once
+                    self.dropped_streams += 1
             elif now_s - sub.last_active_s >= keepalive_s:
                 sub.last_active_s = now_s
                 sub.keepalive_due = True

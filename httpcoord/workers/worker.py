@@ -36,6 +36,7 @@ import orjson
 from aiohttp import WSMsgType, web
 from aiohttp.client_exceptions import UnixClientConnectorError
 from aiohttp.client_proto import ResponseHandler
+from prometheus_client import CollectorRegistry
 from yarl import URL
 
 from httpcoord.config import Config, Limits
@@ -50,7 +51,8 @@ from httpcoord.errors import (
     ZxidNotReached,
     error_from_problem,
 )
-from httpcoord.routes import cors, nodes, watch
+from httpcoord.logs import REQUEST_ID, REQUEST_ID_HEADER
+from httpcoord.routes import cors, nodes, observe, watch
 from httpcoord.routes.keys import CONFIG, HUB, READS, ZXID_HEADER
 from httpcoord.routes.problems import problems_middleware
 from httpcoord.tree.collector import building_long_lived
@@ -97,6 +99,8 @@ class WorkerSettings:
     watch_history_events: int
     watch_history_bytes: int
     cors_origins: tuple[str, ...] = ()
+    access_log: bool = False
+    log_format: str = "text"
 
     def to_json(self) -> str:
         return orjson.dumps(asdict(self)).decode()
@@ -156,6 +160,8 @@ def create_worker_app(settings: WorkerSettings) -> web.Application:
     app.router.add_get(watch.WATCHES_URL, _watches, allow_head=False)
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy)
     cors.install(app, settings.cors_origins)
+    # Request ids and the access log; the node's /metrics counts the node alone.
+    observe.install(app, CollectorRegistry(auto_describe=False), settings.access_log)
     return app
 
 
@@ -343,6 +349,7 @@ async def proxy(request: web.Request) -> web.StreamResponse:
         return await _proxy_websocket(request)
     session = request.app[PRIMARY]
     headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+    headers[REQUEST_ID_HEADER] = REQUEST_ID.get()  # the node's lines name the same request
     body = await request.read()
     url = URL(str(_PRIMARY_URL) + request.raw_path, encoded=True)
     is_write = request.method not in _READ_METHODS

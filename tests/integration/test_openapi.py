@@ -326,7 +326,7 @@ def _route_methods() -> dict[str, set[str]]:
 def _internal(resource: AbstractResource) -> bool:
     """Not the API: the read workers' feed, and the web UI's files."""
     canonical = resource.canonical
-    return canonical.startswith(feed.INTERNAL_PREFIX) or canonical.startswith(UI_PREFIX)
+    return canonical.startswith((feed.INTERNAL_PREFIX, UI_PREFIX))
 
 
 def test_spec_paths_are_the_routes() -> None:

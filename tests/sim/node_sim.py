@@ -67,7 +67,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -385,7 +385,14 @@ class SimTransport:
     def reachable(self, peer_id: int) -> bool:
         return self.sim.node(peer_id) is not None and self.sim.link_up(self.node_id, peer_id)
 
-    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
+    async def call(
+        self,
+        peer_id: int,
+        path: str,
+        body: bytes,
+        timeout_ms: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
         sim = self.sim
         await asyncio.sleep(sim.rng.randint(1, sim.mix.msg_delay_ms_max) / 1000)
         target = sim.node(peer_id)

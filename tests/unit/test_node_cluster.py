@@ -17,7 +17,7 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,14 @@ class Loopback:
     def reachable(self, peer_id: int) -> bool:
         return peer_id in self.net.nodes and self.net.msgs_pass(self.node_id, peer_id)
 
-    async def call(self, peer_id: int, path: str, body: bytes, timeout_ms: int) -> bytes:
+    async def call(
+        self,
+        peer_id: int,
+        path: str,
+        body: bytes,
+        timeout_ms: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> bytes:
         target = self.net.nodes.get(peer_id)
         if target is None or not self.net.calls_pass(self.node_id, peer_id):
             raise PeerUnavailable(f"node {peer_id} cannot be reached")

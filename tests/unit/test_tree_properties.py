@@ -152,8 +152,10 @@ def test_the_kept_digest_is_the_digest_computed_from_scratch(log: list[Txn]) -> 
         except CoordError:
             pass  # refused (a multi rolled back): the digest must be restored too
         assert tree.digest == tree.full_digest()
+        assert tree.data_bytes == sum(len(tree.get(p).data) for p in _paths(tree))
     # A restore carries the digest over, and an old snapshot gets it computed.
     assert Tree.from_snapshot(tree.snapshot_chunks()).digest == tree.digest
+    assert Tree.from_snapshot(tree.snapshot_chunks()).data_bytes == tree.data_bytes
     restored = Tree.from_snapshot(_without_digest(list(tree.snapshot_chunks())))
     assert restored.digest == tree.digest
 
