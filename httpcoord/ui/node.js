@@ -40,6 +40,9 @@ export class NodeView {
     this.editing = null; // {baseVersion} while the edit form is open
     this.binaryAs = "hex";
     this.loadSeq = 0;
+    // The zxid the shown state is at: an older event (from a stream being
+    // replaced) must not take the view back in time.
+    this.seenZxid = 0;
     this.wire();
   }
 
@@ -77,6 +80,7 @@ export class NodeView {
       this.closeEdit();
       this.closeCreate();
       this.path = path;
+      this.seenZxid = 0;
     }
     await this.load();
   }
@@ -85,8 +89,11 @@ export class NodeView {
     const seq = ++this.loadSeq;
     const path = this.path;
     try {
-      const { json } = await api.getNode(path);
-      if (seq === this.loadSeq) this.node = json;
+      const { json, headers } = await api.getNode(path);
+      if (seq === this.loadSeq) {
+        this.node = json;
+        this.seenZxid = Number(headers.get("X-Coord-Zxid")) || 0;
+      }
     } catch (err) {
       if (seq !== this.loadSeq) return;
       if (err.code === "NoNode") this.node = null;
@@ -101,7 +108,8 @@ export class NodeView {
   /** A watch event for the open node (initial, created, deleted,
    * data_changed, children_changed); the stream carries data (data=true). */
   apply(event) {
-    if (event.path !== this.path) return;
+    if (event.path !== this.path || event.zxid < this.seenZxid) return;
+    this.seenZxid = event.zxid;
     if (event.type === "deleted") {
       this.node = null;
       this.announce(`${event.path} was deleted`);
@@ -204,6 +212,7 @@ export class NodeView {
       const { json } = await api.setData(path, text, version);
       this.closeEdit();
       this.node = { path, data: text, encoding: "utf-8", stat: json.stat };
+      this.seenZxid = Math.max(this.seenZxid, json.zxid);
       this.loadSeq++;
       this.render();
       this.announce(`Saved ${path}: version ${json.stat.version} (zxid ${json.zxid})`);

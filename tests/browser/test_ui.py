@@ -92,6 +92,11 @@ def tree_item(browser: WebDriver, path: str) -> WebElement | None:
     return found[0] if found else None
 
 
+def expanded(browser: WebDriver, path: str) -> str | None:
+    item = tree_item(browser, path)
+    return None if item is None else item.get_attribute("aria-expanded")
+
+
 def click_item(browser: WebDriver, path: str) -> None:
     """Click a tree item's own name (an open item's box holds its children too)."""
     item = tree_item(browser, path)
@@ -160,6 +165,13 @@ def test_browse_edit_conflict_live_and_lost_node(
     app_item.send_keys(Keys.ENTER)
     until(browser, shows("node-title", "/app"), "/app opened with Enter")
     assert browser.current_url.endswith("#/tree/app")
+    # Left collapses, Right expands again; the focus stays on the item.
+    browser.switch_to.active_element.send_keys(Keys.ARROW_LEFT)
+    until(browser, lambda b: expanded(b, "/app") == "false", "/app collapsed by Left")
+    assert tree_item(browser, "/app/config") is None
+    browser.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    until(browser, lambda b: expanded(b, "/app") == "true", "/app expanded by Right")
+    assert browser.switch_to.active_element.get_attribute("data-path") == "/app"
 
     # Children come a page at a time: "more" reads the rest.
     items = until(browser, lambda b: tree_item(b, "/app/items"), "/app/items in the tree")
@@ -257,7 +269,9 @@ def test_browse_edit_conflict_live_and_lost_node(
     )
     banner = browser.find_element("id", "lost")
     assert banner.get_attribute("role") == "alert"
-    links = [a.get_attribute("href") for a in banner.find_elements("css selector", "a.member")]
+    links = [
+        a.get_attribute("href") or "" for a in banner.find_elements("css selector", "a.member")
+    ]
     others = {m.url for m in cluster if m.node_id != page_member.node_id}
     assert links and all(any(h.startswith(f"{u}/ui/") for u in others) for h in links), links
     shoot(browser, artifacts, "4-lost-node")
