@@ -5,7 +5,7 @@
 // so no change falls between the two. A dropped stream is reopened by the
 // browser itself with Last-Event-ID, which resumes after the last event.
 
-import { heard } from "./api.js";
+import { heard, request } from "./api.js";
 
 const EVENT_TYPES = ["initial", "bookmark", "created", "deleted", "data_changed", "children_changed"];
 
@@ -65,6 +65,20 @@ export class Live {
       if (stream !== this.current && stream !== this.next) return;
       this.onTrouble(es.readyState === EventSource.CLOSED);
     });
+  }
+
+  /** Why the server refuses the stream, if it does: the same watch asked
+   * once as a long-poll that answers at once, whose error is problem+json
+   * (an EventSource does not show the answer it gave up on). */
+  async diagnose() {
+    try {
+      await request("GET", "/v1/watches", {
+        query: { path: this.key.split("\n"), initial: true, timeout: 0 },
+      });
+    } catch (err) {
+      return err;
+    }
+    return null;
   }
 
   close() {

@@ -158,7 +158,22 @@ async function probe() {
     return;
   }
   if (lost) recover();
-  else if (live.state === "closed") live.reopen();
+  else if (live.state === "closed") restartStream();
+}
+
+// The node answers but the browser gave up on the stream (an error answer):
+// say why, and try again after a pause rather than in a tight loop.
+let restartTimer = null;
+
+async function restartStream() {
+  if (restartTimer !== null) return;
+  const err = await live.diagnose();
+  if (err) fail(err, "following changes (retrying)");
+  restartTimer = setTimeout(() => {
+    restartTimer = null;
+    live.reopen();
+    refreshShown();
+  }, PROBE_MS);
 }
 
 function recover() {

@@ -171,7 +171,7 @@ export class NodeView {
       ["Version", String(s.version)],
       ["Children version", String(s.cversion)],
       ["Ephemeral owner", owner],
-      ["Data length", `${s.data_length} bytes`],
+      ["Data length", `${s.data_length} byte${s.data_length === 1 ? "" : "s"}`],
       ["Number of children", String(s.num_children)],
     ];
     dl.replaceChildren();
