@@ -110,6 +110,8 @@ def shoot(browser: WebDriver, where: Path, name: str) -> None:
 
 def test_ui_files_are_served_with_their_types_and_a_strict_policy(cluster: Cluster) -> None:
     url = cluster[1].url
+    status, headers, _ = http("GET", url + "/ui")  # redirected to /ui/
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
     status, headers, _ = http("GET", url + "/ui/")
     assert status == 200
     assert headers["Content-Type"].startswith("text/html")
@@ -250,6 +252,23 @@ def test_browse_edit_conflict_live_and_lost_node(
     assert http("GET", other.url + "/v1/nodes/app/items?consistency=linearizable")[0] == 404
     click_item(browser, "/app/config")
     until(browser, shows("node-title", "/app/config"), "/app/config opened again")
+
+    # The sessions page lists a session opened elsewhere, with its ephemeral.
+    status, _, body = http("POST", other.url + "/v1/sessions", b'{"ttl_ms": 60000}')
+    assert status == 201, body
+    session = json.loads(body)["id"]
+    status, _, body = http(
+        "POST",
+        other.url + "/v1/nodes/app/owned?ephemeral=true",
+        b"",
+        headers={"X-Coord-Session": session},
+    )
+    assert status == 201, body
+    read(page_member, "/app/owned", json.loads(body)["zxid"])  # the page's member has it
+    browser.find_element("css selector", 'a[data-page="sessions"]').click()
+    until(browser, shows("sessions-table", session), "the session on the sessions page")
+    browser.back()
+    until(browser, shows("node-title", "/app/config"), "back to /app/config")
 
     # The cluster page, reached by its hash; the back button returns.
     browser.find_element("css selector", 'a[data-page="cluster"]').click()
