@@ -14,6 +14,14 @@ function cell(row, content, header = false) {
   return td;
 }
 
+// A member's client URL comes from its configuration: link it only when it
+// is plainly http(s), never as a script URL.
+const WEB_URL = /^https?:\/\/[^\s]+$/;
+
+export function webUrl(url) {
+  return typeof url === "string" && WEB_URL.test(url) ? url.replace(/\/+$/, "") : null;
+}
+
 function link(href, text) {
   return Object.assign(document.createElement("a"), { href, textContent: text });
 }
@@ -80,8 +88,8 @@ export class ClusterPage {
   otherMembers() {
     if (!this.last) return [];
     return this.last.members
-      .filter((m) => m.id !== this.last.id && m.client_url)
-      .map((m) => ({ id: m.id, url: m.client_url }));
+      .filter((m) => m.id !== this.last.id && webUrl(m.client_url))
+      .map((m) => ({ id: m.id, url: webUrl(m.client_url) }));
   }
 
   async fetch() {
@@ -123,7 +131,8 @@ export class ClusterPage {
       const row = body.insertRow();
       if (m.id === view.leader) row.className = "leader";
       cell(row, String(m.id), true);
-      cell(row, m.client_url ? link(`${m.client_url}/ui/`, m.client_url) : null);
+      const url = webUrl(m.client_url);
+      cell(row, url ? link(`${url}/ui/`, m.client_url) : m.client_url);
       cell(row, m.voter ? "voter" : "learner");
       cell(row, m.reachable ? "yes" : "no").className = m.reachable ? "ok" : "bad";
       cell(row, m.role);
