@@ -11,6 +11,7 @@ to the leader (``forward``), so the lines both write about it share it.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 import re
 import secrets
@@ -27,13 +28,16 @@ FORMATS = ("text", "json", "logfmt")
 _SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(where)s: %(message)s%(request)s"
 _LOGFMT_BARE = re.compile(r"[^\s=\"]+")
+_PREFIX = secrets.token_hex(4)
+_COUNTER = itertools.count(1)
 
 
 def request_id(header: str | None) -> str:
-    """The client's id if it is a sane token, else a fresh one."""
+    """The client's id if it is a sane token, else a fresh one: this
+    process's random prefix and a counter (no system call per request)."""
     if header is not None and _SANE_ID.fullmatch(header):
         return header
-    return secrets.token_hex(8)
+    return f"{_PREFIX}{next(_COUNTER):08x}"
 
 
 def configure(level: str, fmt: str, node_id: int, worker_id: int = 0) -> None:

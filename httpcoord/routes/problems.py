@@ -16,6 +16,7 @@ from httpcoord.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from httpcoord.logs import REQUEST_ID, REQUEST_ID_HEADER
 from httpcoord.routes.keys import (
     LEADER_HEADER,
     NODE_HEADER,
@@ -39,8 +40,11 @@ _HTTP_TO_ERROR: dict[int, type[CoordError]] = {
 
 def node_headers(node: ReadSource) -> dict[str, str]:
     """Which node answered and which one leads: a client (or an operator with
-    curl) sees where it is without another request."""
+    curl) sees where it is without another request; and the request's id."""
     headers = {NODE_HEADER: str(node.node_id)}
+    rid = REQUEST_ID.get()
+    if rid:
+        headers[REQUEST_ID_HEADER] = rid  # set by routes.observe
     if node.worker_id:
         headers[WORKER_HEADER] = str(node.worker_id)
     if node.leader_id:

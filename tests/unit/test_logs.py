@@ -62,3 +62,4 @@ def test_a_sane_request_id_is_kept(given: str) -> None:
 def test_any_other_gets_a_fresh_one(given: str | None) -> None:
     fresh = logs.request_id(given)
     assert fresh != given and len(fresh) == 16 and logs.request_id(fresh) == fresh
+    assert logs.request_id(given) != fresh  # never the same twice
