@@ -52,8 +52,8 @@ def run(nodes: int, base_port: int, data_dir: Path, extra: tuple[str, ...]) -> i
             procs[i] = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
             log.close()
             click.echo(
-                f"node {i}: http://127.0.0.1:{client}"
-                f"  (pid {procs[i].pid}, log {node_dir}/node.log)"
+                f"node {i}: http://127.0.0.1:{client}  (web UI: http://127.0.0.1:{client}/ui/,"
+                f" pid {procs[i].pid}, log {node_dir}/node.log)"
             )
         click.echo("Ctrl-C stops the cluster.")
         while not stopping:
