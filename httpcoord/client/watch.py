@@ -11,10 +11,12 @@ So every event is yielded once, whole txns at a time, across any number of
 reconnects.
 
 ``410 Compacted`` means the node no longer holds the events since that
-zxid. The iterator then reads the watched state afresh and yields a
-``Resync`` with it, then the events after that read. For a path, the read
-is one read at one zxid, so nothing is missed or repeated. For a recursive
-watch it is a walk of the subtree, one read per node; the events after the
+zxid. The iterator then watches again with ``initial=true``: the server
+sends the watched node (or subtree) as it is at one zxid, then the changes
+after it, on the same stream. The iterator yields that state as a
+``Resync``, then the events after it: nothing is missed or repeated. A
+subtree larger than the server sends at once (``--watch-initial-nodes``,
+413) is read instead by a walk, one read per node; the events after that
 ``Resync`` start at the zxid of the walk's first read, so some may repeat a
 change the walk already saw: apply them as upserts (``TreeCache`` does).
 
@@ -32,11 +34,12 @@ import aiohttp
 import orjson
 
 from httpcoord.client.errors import error_from_problem
-from httpcoord.client.models import Event, Node, Resync, child_path
+from httpcoord.client.models import Event, Node, Resync, Stat, child_path, decode_data
 from httpcoord.errors import (
     Compacted,
     DiskFull,
     NoNode,
+    PayloadTooLarge,
     TooManyRequests,
     Unavailable,
     ZxidNotReached,
@@ -119,16 +122,21 @@ async def watch(
     params = {"recursive": "true" if recursive else "false", "data": "true" if data else "false"}
     last = since  # the zxid of the last whole txn handed out (None: start live)
     failures = 0
+    resyncing = False  # compacted: the next stream starts with the state (initial=true)
     while True:
         base = client.endpoint
         headers = {"Accept": "text/event-stream"}
-        if last is not None:
+        query = params
+        if resyncing:
+            query = {**params, "initial": "true", "data": "true"}
+        elif last is not None:
             headers["Last-Event-ID"] = str(last)
         txn: list[Event] = []
+        state: State | None = State(path, recursive) if resyncing else None
         try:
             async with client.http.get(
                 base + url,
-                params=params,
+                params=query,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=client.request_timeout_s, sock_read=idle_timeout_s
@@ -137,13 +145,23 @@ async def watch(
                 if resp.status >= 400:
                     error = error_from_problem(resp.status, await resp.read())
                     if isinstance(error, Compacted):
-                        resync = await _resync(client, path, recursive)
-                        last = resync.zxid
+                        resyncing = True
+                        continue
+                    if isinstance(error, PayloadTooLarge) and resyncing:
+                        resync = await _resync(client, path, recursive)  # too big for one answer
+                        last, resyncing = resync.zxid, False
                         yield resync
                         continue
                     raise error  # caught below when another node may do better
                 failures = 0
                 async for frame in frames(lines(resp.content)):
+                    if state is not None and frame.data:
+                        done = state.add(frame.event, orjson.loads("\n".join(frame.data)))
+                        if done is not None:
+                            client.note_zxid(done.zxid)
+                            last, resyncing, state = done.zxid, False, None
+                            yield done
+                        continue
                     if frame.event in _EVENT_TYPES and frame.data:
                         txn.append(Event.from_json(orjson.loads("\n".join(frame.data))))
                     if frame.event == "overflow":
@@ -161,6 +179,43 @@ async def watch(
             # (an answer in _RETRY, or a read of the resync failing as a node goes)
             failures += 1
             await client.fail_over(failures)
+
+
+class State:
+    """The state an ``initial=true`` stream sends first: its ``initial``
+    events, gathered until the bookmark of the watched path."""
+
+    def __init__(self, path: str, recursive: bool) -> None:
+        self.path = path
+        self.recursive = recursive
+        self.nodes: dict[str, Node | None] = {}
+
+    def add(self, kind: str, body: dict[str, object]) -> Resync | None:
+        """Take one frame; the Resync once the state is whole."""
+        if kind == "initial":
+            path = str(body["path"])
+            stat = body["stat"]
+            assert isinstance(stat, dict)
+            self.nodes[path] = Node(path, decode_data(body), Stat.from_json(stat))
+            return None
+        if kind != "bookmark":
+            return None
+        zxid = body["zxid"]
+        assert isinstance(zxid, int)
+        # A recursive watch's nodes list their children, as a walk reads them.
+        children: dict[str, list[str]] = {}
+        if self.recursive:
+            for path in self.nodes:
+                if path != self.path:
+                    parent, _, name = path.rpartition("/")
+                    children.setdefault(parent or "/", []).append(name)
+        nodes: dict[str, Node | None] = {}
+        for path, node in self.nodes.items():
+            assert node is not None
+            names = sorted(children.get(path, ())) if self.recursive else None
+            nodes[path] = Node(path, node.data, node.stat, names, zxid)
+        nodes.setdefault(self.path, None)  # the watched node does not exist (yet)
+        return Resync(zxid, nodes)
 
 
 async def _resync(client: Client, path: str, recursive: bool) -> Resync:

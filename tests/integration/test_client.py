@@ -210,6 +210,37 @@ async def test_a_watch_past_the_kept_history_resyncs(tmp_path: Path) -> None:
             await stream.aclose()
 
 
+async def test_a_recursive_resync_is_one_state_or_a_walk_when_too_big(tmp_path: Path) -> None:
+    args = ("--watch-history-events", "5", "--watch-initial-nodes", "3")
+    with start_cluster(tmp_path, 1, *args) as single:
+        async with Client([single[1].url]) as client:
+            await client.create("/small/x", b"0", parents=True)
+            for name in "abc":
+                await client.create(f"/big/{name}", parents=True)
+            for i in range(30):
+                await client.set("/small/x", str(i).encode())
+            # Fits in one answer: the state at one zxid, then what follows.
+            stream = client.watch("/small", recursive=True, since=1)
+            first = await anext(stream)
+            assert isinstance(first, Resync) and set(first.nodes) == {"/small", "/small/x"}
+            small, x = first.nodes["/small"], first.nodes["/small/x"]
+            assert small is not None and small.children == ["x"]
+            assert x is not None and x.data == b"29" and x.children == []
+            assert {n.zxid for n in first.nodes.values() if n} == {first.zxid}
+            written = await client.set("/small/x", b"after")
+            event = await anext(stream)
+            assert isinstance(event, Event) and event.zxid == written.zxid
+            await stream.aclose()
+            # Four nodes, more than the server sends at once: read by a walk.
+            walked = client.watch("/big", recursive=True, since=1)
+            first = await anext(walked)
+            assert isinstance(first, Resync) and set(first.nodes) == {
+                "/big",
+                *(f"/big/{n}" for n in "abc"),
+            }
+            await walked.aclose()
+
+
 def run_contenders(cluster: Cluster, mode: str, procs: int, per_proc: int, rounds: int) -> list:
     urls = ",".join(endpoints(cluster))
     workers = [
