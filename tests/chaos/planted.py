@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import pickle
 import sys
+from collections.abc import Sequence
 
 import orjson
 
@@ -73,10 +74,13 @@ class ForwardBeforeApply(Node):
             return outcome  # the bug: this node has not applied it
         raise Unavailable(f"the leader refused the write: {outcome}")
 
-    async def handle_propose(self, body: bytes) -> bytes:
+    async def handle_propose(
+        self, body: bytes, sender: int = 0, request_ids: Sequence[str] = ()
+    ) -> bytes:
         if not body.startswith(_APPLIED_MARK):
-            return await super().handle_propose(body)
-        placed = orjson.loads(await super().handle_propose(body[len(_APPLIED_MARK) :]))[0]
+            return await super().handle_propose(body, sender, request_ids)
+        rest = body[len(_APPLIED_MARK) :]
+        placed = orjson.loads(await super().handle_propose(rest, sender, request_ids))[0]
         if type(placed) is not list:
             return pickle.dumps(f"refused: {placed}")
         index, term = placed
