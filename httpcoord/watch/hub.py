@@ -115,7 +115,8 @@ class WatchHub:
         self._exact: dict[str, set[Subscriber]] = {}
         self._recursive: dict[str, set[Subscriber]] = {}
         self._per_client: Counter[str] = Counter()
-        self.count = 0
+        # Every subscriber once (one of several paths is in several index sets).
+        self._subscribers: set[Subscriber] = set()
         self.closed = False  # shutting down: new watches end at once too
         self.cut_off = 0  # watchers cut off as slow consumers (counted by the routes)
         self.dropped_streams = 0  # streams aborted for reading nothing once cut off
@@ -160,14 +161,14 @@ class WatchHub:
         for path in paths:
             index.setdefault(path, set()).add(sub)
         self._per_client[client] += len(paths)
-        self.count += 1
+        self._subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        if sub not in self._subscribers:
+            return  # already gone
+        self._subscribers.discard(sub)
         index = self._recursive if sub.recursive else self._exact
-        first = index.get(sub.paths[0])
-        if first is None or sub not in first:
-            return  # not subscribed (or already gone)
         for path in sub.paths:
             subs = index[path]
             subs.discard(sub)
@@ -176,13 +177,16 @@ class WatchHub:
         self._per_client[sub.client] -= len(sub.paths)
         if self._per_client[sub.client] <= 0:
             del self._per_client[sub.client]
-        self.count -= 1
+
+    @property
+    def count(self) -> int:
+        return len(self._subscribers)
 
     def close_all(self) -> None:
         """Shutdown: wake every watcher so its request ends now, not at the
         shutdown timeout."""
         self.closed = True
-        for sub in self._all():
+        for sub in self._subscribers:
             sub.closed = True
             sub.wake()
 
@@ -190,21 +194,12 @@ class WatchHub:
         """The node's tree jumped to ``zxid`` (a snapshot from the leader):
         no watcher can be given the events it skipped, so each is cut off as
         a slow consumer would be, and resumes (or learns it must re-read)."""
-        for sub in self._all():
+        for sub in self._subscribers:
             sub.overflowed = True
             sub.wake()
 
     def stream_count(self) -> int:
-        return sum(1 for sub in self._all() if sub.stream)
-
-    def _all(self) -> set[Subscriber]:
-        """Every subscriber once (one of several paths is in several sets)."""
-        return {
-            sub
-            for index in (self._exact, self._recursive)
-            for subs in index.values()
-            for sub in subs
-        }
+        return sum(1 for sub in self._subscribers if sub.stream)
 
     async def sweep_forever(self, keepalive_s: float) -> None:
         """``sweep`` within 1/8 of a keepalive period of each falling due."""
@@ -221,7 +216,7 @@ class WatchHub:
         (overflowed or closing) for a whole period that still has not gone,
         so a client that reads nothing cannot hold its watcher for ever. One
         pass here replaces a timer per stream."""
-        for sub in self._all():
+        for sub in self._subscribers:
             if not sub.stream:
                 continue
             if sub.overflowed or sub.closed:
@@ -242,7 +237,7 @@ class WatchHub:
         same path and kind see the same events, so they share one Delivery;
         one of several paths gets the txn's events it matches, once, in the
         txn's order, however many of its paths they match."""
-        if not events or not self.count:
+        if not events or not self._subscribers:
             return
         exact, recursive = self._exact, self._recursive
         by_path: dict[str, list[Event]] = {}
