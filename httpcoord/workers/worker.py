@@ -36,6 +36,7 @@ import orjson
 from aiohttp import WSMsgType, web
 from aiohttp.client_exceptions import UnixClientConnectorError
 from aiohttp.client_proto import ResponseHandler
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry
 from yarl import URL
 
@@ -156,8 +157,8 @@ def create_worker_app(settings: WorkerSettings) -> web.Application:
     app.add_routes(
         [r for r in nodes.routes if isinstance(r, web.RouteDef) and r.method in ("GET", "HEAD")]
     )
-    app.router.add_get(watch.WATCH_URL, _watch, allow_head=False)
-    app.router.add_get(watch.WATCHES_URL, _watches, allow_head=False)
+    app.router.add_get(watch.WATCH_URL, _from_copy(watch.watch), allow_head=False)
+    app.router.add_get(watch.WATCHES_URL, _from_copy(watch.watches), allow_head=False)
     app.router.add_route("*", r"/{tail:[\s\S]*}", proxy)
     cors.install(app, settings.cors_origins)
     # Request ids and the access log; the node's /metrics counts the node alone.
@@ -323,21 +324,18 @@ async def _follow(ws: aiohttp.ClientWebSocketResponse, replica: Replica) -> None
 # ---- answered here, or by the primary ---------------------------------------------------
 
 
-async def _watch(request: web.Request) -> web.StreamResponse:
-    """A watch on the copy; one resumed from before the copy's history (the
-    worker started after it) is the primary's to answer, from its own."""
-    try:
-        return await watch.watch(request)
-    except Compacted:
-        return await proxy(request)
+def _from_copy(handler: Handler) -> Handler:
+    """A watch route answered from the copy; a watch resumed from before the
+    copy's history (the worker started after it) is the primary's to
+    answer, from its own."""
 
+    async def answer(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Compacted:
+            return await proxy(request)
 
-async def _watches(request: web.Request) -> web.StreamResponse:
-    """Several paths on one stream, as ``_watch``."""
-    try:
-        return await watch.watches(request)
-    except Compacted:
-        return await proxy(request)
+    return answer
 
 
 async def proxy(request: web.Request) -> web.StreamResponse:
