@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -98,3 +99,18 @@ def browser() -> Iterator[WebDriver]:
             yield driver
         finally:
             driver.quit()
+
+
+WAIT_S = 15.0  # bound on any one wait for the page
+
+
+def wait_until(browser: WebDriver, script: str, done: Any, what: str) -> Any:
+    """Run ``script`` in the page until ``done(value)``; fail after WAIT_S."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        value = browser.execute_script(script)
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"browser: no {what} within {WAIT_S}s; last saw {value!r}")
+        time.sleep(0.02)

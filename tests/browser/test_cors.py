@@ -5,13 +5,13 @@ keeps the answers from the page."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.browser.conftest import wait_until
 from tests.integration.conftest import ServerProcess, start_server
 
 if TYPE_CHECKING:
@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-WAIT_S = 15.0
 
 # A PUT with a body type a form cannot send: the browser preflights it.
 FETCH_PUT = """
@@ -56,17 +55,6 @@ def api(
     data = tmp_path_factory.mktemp("api") / "data"
     with start_server(data, "--cors-origin", page_origin.url) as srv:
         yield srv
-
-
-def wait_until(browser: WebDriver, script: str, done: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = browser.execute_script(script)
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"browser: no {what} within {WAIT_S}s; last saw {value!r}")
-        time.sleep(0.02)
 
 
 def test_an_allowed_origin_writes_and_watches(

@@ -5,12 +5,12 @@ the last event it saw (issue 5)."""
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.browser.conftest import wait_until
 from tests.integration.conftest import ServerProcess
 
 if TYPE_CHECKING:
@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-WAIT_S = 15.0
 EVENT_TYPES = ("created", "deleted", "data_changed", "children_changed")
 
 # Opens an EventSource (same origin as the page) and records what it gets.
@@ -51,18 +50,6 @@ def write(server: ServerProcess, method: str, path: str, data: bytes) -> int:
         zxid = int(response.headers["X-Coord-Zxid"])
         assert json.loads(response.read())["zxid"] == zxid
         return zxid
-
-
-def wait_until(browser: WebDriver, script: str, done: Any, what: str) -> Any:
-    """Run ``script`` in the page until ``done(value)``; fail after WAIT_S."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = browser.execute_script(script)
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"browser: no {what} within {WAIT_S}s; last saw {value!r}")
-        time.sleep(0.02)
 
 
 def open_event_source(browser: WebDriver, server: ServerProcess, query: str) -> None:
