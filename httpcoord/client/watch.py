@@ -192,28 +192,25 @@ class State:
 
     def add(self, kind: str, body: dict[str, object]) -> Resync | None:
         """Take one frame; the Resync once the state is whole."""
+        zxid = body["zxid"]
+        stat = body["stat"]
+        assert isinstance(zxid, int)
         if kind == "initial":
-            path = str(body["path"])
-            stat = body["stat"]
             assert isinstance(stat, dict)
-            self.nodes[path] = Node(path, decode_data(body), Stat.from_json(stat))
+            path = str(body["path"])
+            # A recursive watch's nodes list their children, as a walk reads
+            # them: the server sends a parent before its children, by name.
+            names: list[str] | None = [] if self.recursive else None
+            self.nodes[path] = Node(path, decode_data(body), Stat.from_json(stat), names, zxid)
+            if self.recursive and path != self.path:
+                above, _, name = path.rpartition("/")
+                parent = self.nodes[above or "/"]
+                assert parent is not None and parent.children is not None
+                parent.children.append(name)
             return None
         if kind != "bookmark":
             return None
-        zxid = body["zxid"]
-        assert isinstance(zxid, int)
-        # A recursive watch's nodes list their children, as a walk reads them.
-        children: dict[str, list[str]] = {}
-        if self.recursive:
-            for path in self.nodes:
-                if path != self.path:
-                    parent, _, name = path.rpartition("/")
-                    children.setdefault(parent or "/", []).append(name)
-        nodes: dict[str, Node | None] = {}
-        for path, node in self.nodes.items():
-            assert node is not None
-            names = sorted(children.get(path, ())) if self.recursive else None
-            nodes[path] = Node(path, node.data, node.stat, names, zxid)
+        nodes = dict(self.nodes)
         nodes.setdefault(self.path, None)  # the watched node does not exist (yet)
         return Resync(zxid, nodes)
 
